@@ -1,0 +1,54 @@
+"""The FastAPI application: routes, error handling, middleware, and the lifespan that loads models."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from prediction_service import logs
+from prediction_service.api import errors
+from prediction_service.api.middleware import BodyLimits, TrailingSlashInsensitive
+from prediction_service.api.routes import digits, models, penguins, service
+from prediction_service.container import Services
+from prediction_service.settings import Settings, get_settings
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    await services.start()
+    try:
+        yield
+    finally:
+        await services.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level, settings.json_logs)
+    # Docs assets are served from the fastapi-offline package: /docs works without the internet.
+    app = FastAPIOffline(
+        title=service.NAME,
+        description=service.DESCRIPTION,
+        version="1.0.0",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+    )
+    app.state.services = Services(settings)
+    errors.install(app)
+    for router in (service.router, penguins.router, digits.router, models.router):
+        app.include_router(router)
+    app.add_middleware(
+        BodyLimits,
+        limits={
+            "/predict-image": (settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
+        },
+        default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
+        timeout=settings.request_timeout,
+    )
+    app.add_middleware(TrailingSlashInsensitive)
+    return app

@@ -1,0 +1,26 @@
+"""Named dependencies the routes declare."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from prediction_service.container import Services
+from prediction_service.registry import Registry
+from prediction_service.settings import Settings
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.services.registry
+
+
+def get_settings_of_app(request: Request) -> Settings:
+    return request.app.state.services.settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]

@@ -1,0 +1,94 @@
+"""Pure ASGI middleware (cheap on the hot path): trailing slashes, body limits and timeouts."""
+
+import asyncio
+import json
+import time
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class TrailingSlashInsensitive:
+    """Serve `/predict/` exactly like `/predict`: no redirect, no second route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
+class BodyLimits:
+    """Refuse request bodies over a per-path size limit, and bodies that arrive too slowly.
+
+    A declared Content-Length over the limit is answered 413 before anything is
+    read; a body without one is counted as it streams in and cut off at the
+    limit. The whole body must arrive within `timeout` seconds (408), so a
+    client trickling it in cannot hold a connection open forever.
+    """
+
+    def __init__(self, app: ASGIApp, limits: dict[str, tuple[int, str]], default: tuple[int, str], timeout: float):
+        self.app = app
+        self.limits = limits
+        self.default = default
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self.limits.get(scope["path"], self.default)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_json(
+                send, 413, f"the request body is {declared} bytes, over the limit of {limit} bytes ({setting})"
+            )
+            return
+        received = 0
+        deadline = time.monotonic() + self.timeout
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            remaining = deadline - time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"the request body is over the limit of {limit} bytes ({setting})")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
