@@ -47,6 +47,11 @@ class AdminToken:
             # Logged once, when generated, so local use is one copy-paste away.
             log.warning("generated an admin token (kept in %s, mode 0600): %s", self._path, token)
 
+    def check_header(self, authorization: str) -> None:
+        """Check an `Authorization` header value; raise Unauthorized or Forbidden."""
+        scheme, _, credentials = authorization.strip().partition(" ")
+        self.check(scheme or None, credentials.strip() or None)
+
     def check(self, scheme: str | None, credentials: str | None) -> None:
         if not scheme or not credentials:
             raise Unauthorized("this needs the admin token: send the header `Authorization: Bearer <token>`")

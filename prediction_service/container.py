@@ -4,10 +4,18 @@ import asyncio
 import logging
 
 from prediction_service.auth import AdminToken
-from prediction_service.catalog import model_kinds
+from prediction_service.catalog import MNIST, model_kinds
+from prediction_service.decode_pool import DecodePool
 from prediction_service.digit_inference import DigitInference
+from prediction_service.jobs import Job, JobStore
 from prediction_service.ml import tf_runtime
+from prediction_service.ml.archive import ArchiveLimits
+from prediction_service.ml.images import ImageLimits
 from prediction_service.registry import Registry
+from prediction_service.retraining.intake import Intake
+from prediction_service.retraining.runner import JobRunner
+from prediction_service.retraining.uploads import UploadStore
+from prediction_service.retraining.worker import JOBS_FILE, UPLOADS_DIR
 from prediction_service.settings import Settings
 from prediction_service.store import ModelStore
 
@@ -17,26 +25,75 @@ log = logging.getLogger(__name__)
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = ModelStore(settings.model_dir)
+        model_dir = settings.model_dir
+        self.store = ModelStore(model_dir)
         self.registry = Registry(self.store, model_kinds(settings))
         self.digits = DigitInference(self.registry, settings)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-        self.admin_token = AdminToken(configured, settings.model_dir)
+        self.admin_token = AdminToken(configured, model_dir)
+        image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
+        self.decode_pool = DecodePool(settings.decode_processes, image_limits)
+        self.jobs: JobStore | None = None
+        self.uploads = UploadStore(model_dir / UPLOADS_DIR)
+        self.archive_limits = ArchiveLimits(
+            max_entries=settings.max_zip_entries,
+            max_uncompressed_bytes=settings.max_zip_uncompressed_bytes,
+            max_compression_ratio=settings.max_zip_compression_ratio,
+            image=image_limits,
+        )
+        self.intake: Intake | None = None
+        self.runner: JobRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.settings.model_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.settings
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token.ensure()
-        tf_runtime.limit_threads(self.settings.inference_threads)
-        await asyncio.to_thread(self.registry.start)
+        self.jobs = JobStore(settings.model_dir / JOBS_FILE)
+        self.intake = Intake(self.jobs, self.uploads, self.archive_limits, settings, self.decode_pool.decode_chunks)
+        self.runner = JobRunner(
+            self.jobs,
+            self.store,
+            self.uploads,
+            settings,
+            on_outcome=self.refresh_models,
+            on_finished=self._job_finished,
+        )
+        tf_runtime.limit_threads(settings.inference_threads)
+        await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(self.decode_pool.start))
+        interrupted = await asyncio.to_thread(self.runner.recover)
+        if interrupted:
+            log.warning("jobs interrupted by the last stop: %s (POST /jobs/{id}/retry)", ", ".join(interrupted))
         self.digits.start()
         self._watcher = asyncio.create_task(self._follow_serving_pointers(), name="serving-pointer-watcher")
+        if await asyncio.to_thread(self.jobs.has_queued):
+            await self.runner.kick()
 
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.stop()
         await self.digits.stop()
+        self.decode_pool.stop()
+
+    def retraining_ready(self) -> tuple[Intake, JobRunner, JobStore]:
+        if self.intake is None or self.runner is None or self.jobs is None:
+            raise RuntimeError("the services have not started")
+        self.registry.get(MNIST)  # retraining needs a model to start from: 503 with the reason otherwise
+        return self.intake, self.runner, self.jobs
+
+    def job_store(self) -> JobStore:
+        assert self.jobs is not None, "not started"
+        return self.jobs
+
+    async def refresh_models(self) -> None:
+        """Serve what the store's pointers name now (a stat per model when nothing changed)."""
+        await asyncio.to_thread(self.registry.refresh)
+
+    async def _job_finished(self, job: Job) -> None:
+        log.debug("job %s finished: %s", job.id, job.status)
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""

@@ -51,7 +51,7 @@ class Registry:
         self._served: dict[str, ServedModel] = {}
         self._status = {name: ModelStatus() for name in self.kinds}
         self._stamps: dict[str, tuple[int, int] | None] = {}
-        self._swap_lock = threading.Lock()
+        self._load_locks = {name: threading.Lock() for name in self.kinds}
 
     # Reading (request path)
 
@@ -132,8 +132,7 @@ class Registry:
             except (CorruptVersion, NotFound, OSError, ValueError) as error:
                 log.warning("skipping %s version %d: %s", kind.name, version, getattr(error, "detail", error))
                 continue
-            with self._swap_lock:
-                self._served[kind.name] = ServedModel(kind.name, version, stored.manifest, predictor)
+            self._served[kind.name] = ServedModel(kind.name, version, stored.manifest, predictor)
             self._status[kind.name] = ModelStatus("ready")
             self._stamps[kind.name] = stamp
             log.info("%s serves version %d", kind.name, version)
@@ -142,17 +141,22 @@ class Registry:
 
     def refresh(self) -> None:
         """Serve what the store's pointers name now (cheap when nothing changed)."""
-        for kind in self.kinds.values():
-            if self._status[kind.name].state not in ("ready",):
-                continue
-            stamp = self.store.pointer_stamp(kind.name)
-            if stamp == self._stamps.get(kind.name):
-                continue
+        for name in self.kinds:
+            self.refresh_model(name)
+
+    def refresh_model(self, name: str) -> None:
+        """Load the version the pointer names, if it changed since the last look (a stat otherwise)."""
+        if self._status[name].state != "ready" or self.store.pointer_stamp(name) == self._stamps.get(name):
+            return
+        with self._load_locks[name]:  # one loader per model; others find the work done
+            stamp = self.store.pointer_stamp(name)
+            if stamp == self._stamps.get(name):
+                return
             try:
-                self._load_serving(kind)
+                self._load_serving(self.kinds[name])
             except NoUsableVersion as error:
                 log.error("%s; still serving the previous version", error)
-                self._stamps[kind.name] = stamp
+                self._stamps[name] = stamp
 
     def activate(self, name: str, version: int) -> ServedModel:
         """Serve `version` of `name` here now, and in every other process at its next refresh."""
@@ -161,9 +165,9 @@ class Registry:
             raise NotFound(f"there is no model {name!r}; models: {', '.join(self.kinds)}")
         stored = self.store.read_version(name, version)  # NotFound, or CorruptVersion below
         predictor = kind.load(stored)
-        self.store.set_serving(name, version)
-        with self._swap_lock:
+        with self._load_locks[name]:
+            self.store.set_serving(name, version)
             self._served[name] = ServedModel(name, version, stored.manifest, predictor)
-        self._status[name] = ModelStatus("ready")
-        self._stamps[name] = self.store.pointer_stamp(name)
+            self._status[name] = ModelStatus("ready")
+            self._stamps[name] = self.store.pointer_stamp(name)
         return self._served[name]

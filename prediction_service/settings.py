@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     retrain_gate_margin: float = Field(0.01, ge=0.0, le=1.0, description="Allowed hold-out accuracy drop.")
     training_threads: int = Field(1, ge=1, description="TensorFlow threads of a retraining job.")
     training_niceness: int = Field(10, ge=0, le=19, description="OS priority drop of a retraining job.")
+    decode_processes: int = Field(2, ge=0, le=32, description="Processes decoding uploaded zips; 0: in-process.")
 
     # Input limits
     max_image_bytes: int = Field(10 * MIB, ge=1)

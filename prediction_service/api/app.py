@@ -8,8 +8,9 @@ from fastapi_offline import FastAPIOffline
 
 from prediction_service import logs
 from prediction_service.api import errors
-from prediction_service.api.middleware import BodyLimits, TrailingSlashInsensitive
-from prediction_service.api.routes import digits, models, penguins, service
+from prediction_service.api.middleware import AuthBeforeBody, BodyLimits, TrailingSlashInsensitive
+from prediction_service.api.routes import digits, jobs, models, penguins, service
+from prediction_service.api.security import requires_admin
 from prediction_service.container import Services
 from prediction_service.settings import Settings, get_settings
 
@@ -40,15 +41,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(settings)
     errors.install(app)
-    for router in (service.router, penguins.router, digits.router, models.router):
+    for router in (service.router, penguins.router, digits.router, jobs.router, models.router):
         app.include_router(router)
+    services: Services = app.state.services
     app.add_middleware(
         BodyLimits,
-        limits={
-            "/predict-image": (settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
-        },
+        limits={"/upload-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES")},
         default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
         timeout=settings.request_timeout,
+    )
+    app.add_middleware(
+        AuthBeforeBody,
+        protected=[route.path_regex for route in app.routes if requires_admin(route)],
+        check=services.admin_token.check_header,
     )
     app.add_middleware(TrailingSlashInsensitive)
     return app

@@ -2,10 +2,14 @@
 
 import asyncio
 import json
+import re
 import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prediction_service.errors import ServiceError
 
 
 class TrailingSlashInsensitive:
@@ -78,8 +82,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
+async def _send_json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
+    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -88,7 +93,36 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class AuthBeforeBody:
+    """Check the admin token of protected writes before reading their body.
+
+    FastAPI reads (and spools to disk) a request's body before it runs the
+    route's dependencies, so without this an anonymous client could make the
+    server store a large upload only to be told 401 afterwards.
+    """
+
+    def __init__(self, app: ASGIApp, protected: list[re.Pattern[str]], check: Callable[[str], None]) -> None:
+        self.app = app
+        self.protected = protected
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and any(p.match(scope["path"]) for p in self.protected)
+        ):
+            header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"authorization"), "")
+            try:
+                self.check(header)
+            except ServiceError as error:
+                await _send_json(send, error.status_code, error.detail, error.headers)
+                return
+        await self.app(scope, receive, send)

@@ -68,3 +68,39 @@ class ModelInfo(ModelState):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class UploadSummary(BaseModel):
+    id: str
+    filename: str = ""
+    bytes: int = 0
+    sha256: str | None = None
+    images: int
+    layout: str
+    label_counts: dict[str, int]
+    received_at: str
+
+
+class JobInfo(BaseModel):
+    job_id: str
+    model: str
+    status: str = Field(description="queued, running, succeeded, rejected, failed or interrupted")
+    status_url: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int
+    upload: UploadSummary
+    parameters: dict[str, Any]
+    progress: dict[str, Any] | None = Field(
+        None, description="While running: stage, epoch, epochs, loss, accuracy, eta_seconds."
+    )
+    history: list[dict[str, Any]] = Field(default_factory=list, description="Metrics of every finished epoch.")
+    result: dict[str, Any] | None = Field(
+        None, description="At the end: the new version, its hold-out accuracy and the serving version's."
+    )
+    error: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobInfo]

@@ -12,9 +12,12 @@ bearer = HTTPBearer(
 
 
 def require_admin(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.strip().partition(" ")
-    request.app.state.services.admin_token.check(scheme or None, credentials.strip() or None)
+    request.app.state.services.admin_token.check_header(request.headers.get("authorization", ""))
 
 
 AdminDep = Depends(require_admin)
+
+
+def requires_admin(route: object) -> bool:
+    dependant = getattr(route, "dependant", None)
+    return dependant is not None and any(dep.call is require_admin for dep in dependant.dependencies)

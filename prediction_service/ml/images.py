@@ -11,23 +11,29 @@ of input.
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from prediction_service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from prediction_service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
 SIDE = 28
 BOX = 20
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP or WebP"
+ORIENTED_FORMATS = ("JPEG", "WEBP")
 # MNIST strokes are about 2-3 px wide inside the 20 px box; thinner strokes get thickened.
 MIN_STROKE_PX = 1.6
 TARGET_STROKE_PX = 2.2
 INK_THRESHOLD = 0.3  # share of the strongest ink that counts as ink for the bounding box
 NOISE_FLOOR = 0.12  # share of the strongest ink below which a pixel is background
+_POSITIONS = np.arange(SIDE, dtype=np.float32)
+# Big pictures are shrunk to this before any arithmetic (the digit ends up 20 px tall anyway).
+WORKING_SIDE = 448
+_PENDING = np.zeros((SIDE, SIDE), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,24 @@ class ImageLimits:
 def decode_digit(data: bytes, limits: ImageLimits, name: str = "the file") -> np.ndarray:
     """Read an uploaded image and return it MNIST-style (28x28 uint8)."""
     return normalize_digit(read_grey(data, limits, name))
+
+
+def decode_digits(files: Sequence[tuple[str, bytes]], limits: ImageLimits) -> list[np.ndarray | ServiceError]:
+    """Many (name, bytes) files at once: an MNIST-style array, or the error, per file."""
+    greys: list[np.ndarray] = []
+    decoded: list[int] = []
+    outcomes: list[np.ndarray | ServiceError] = []
+    for name, data in files:
+        try:
+            greys.append(read_grey(data, limits, name))
+            decoded.append(len(outcomes))
+            outcomes.append(_PENDING)
+        except ServiceError as error:
+            outcomes.append(error)
+    if greys:
+        for position, digit in zip(decoded, normalize_digits(greys), strict=True):
+            outcomes[position] = digit
+    return outcomes
 
 
 def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.ndarray:
@@ -55,13 +79,23 @@ def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.nd
             f"{limits.max_pixels} pixels: scale it down"
         )
     try:
+        if image.format == "JPEG" and max(width, height) > 2 * WORKING_SIDE:
+            image.draft("L", (width * WORKING_SIDE // max(width, height), height * WORKING_SIDE // max(width, height)))
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_grey(image)
+        if image.format in ORIENTED_FORMATS:  # photos: honour the camera's orientation tag
+            image = ImageOps.exif_transpose(image)
+        return _shrunk(_to_grey(image))
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
         raise InvalidInput(
             f"{name} is a {image.format} image that cannot be decoded ({error}): it is truncated or corrupt"
         ) from error
+
+
+def _shrunk(grey: np.ndarray) -> np.ndarray:
+    factor = max(grey.shape) // WORKING_SIDE
+    if factor < 2:
+        return grey
+    return np.asarray(Image.fromarray(grey, mode="F").reduce(factor))
 
 
 def _open(data: bytes, name: str) -> Image.Image:
@@ -119,25 +153,64 @@ def _flatten_transparency(image: Image.Image) -> np.ndarray:
 
 def normalize_digit(grey: np.ndarray) -> np.ndarray:
     """A grey array of any size and polarity to an MNIST-style 28x28 uint8 array."""
-    grey = np.asarray(grey, dtype=np.float32)
-    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-    background = float(np.median(border))
-    ink = grey - background if background < 128 else background - grey  # light ink on dark
-    strongest = float(ink.max(initial=0))
-    if strongest <= 0:
-        return np.zeros((SIDE, SIDE), dtype=np.uint8)
-    ink *= 255.0 / strongest
-    ink[ink < NOISE_FLOOR * 255] = 0
+    return normalize_digits([grey])[0]
 
-    rows = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=1))
-    cols = np.flatnonzero((ink >= INK_THRESHOLD * 255).any(axis=0))
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    height, width = ink.shape
-    scale = BOX / max(height, width)
-    if max(height, width) != BOX:
-        ink = _resize(ink, scale)
-    digit = _place_by_centre_of_mass(ink)
-    return np.clip(digit, 0, 255).astype(np.uint8)
+
+def normalize_digits(greys: Sequence[np.ndarray]) -> np.ndarray:
+    """Grey arrays of any size and polarity to an (n, 28, 28) uint8 MNIST-style stack.
+
+    Arrays of one shape go through the arithmetic together; only digits that
+    need resizing take a slower per-image path.
+    """
+    out = np.zeros((len(greys), SIDE, SIDE), dtype=np.uint8)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, grey in enumerate(greys):
+        by_shape.setdefault(np.shape(grey), []).append(index)
+    for indices in by_shape.values():
+        stack = np.stack([greys[index] for index in indices]) if len(indices) > 1 else greys[indices[0]][None]
+        ink = _light_ink_on_black(stack.astype(np.float32))
+        height, width = ink.shape[1:]
+        solid = ink >= INK_THRESHOLD * 255
+        rows, cols = solid.any(axis=2), solid.any(axis=1)
+        top, left = rows.argmax(axis=1), cols.argmax(axis=1)
+        bottom, right = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+        # Faint specks outside the digit's box do not count (the box is what gets placed).
+        ink *= _between(height, top, bottom)[:, :, None] & _between(width, left, right)[:, None, :]
+        # Where the digit already fits the 20 px box (MNIST-like input), centre it right here.
+        row_mass, col_mass = ink.sum(axis=2), ink.sum(axis=1)
+        mass = np.maximum(row_mass.sum(axis=1), 1e-6)
+        shift_down = np.rint(SIDE / 2 - (row_mass @ np.arange(height, dtype=np.float32)) / mass).astype(int)
+        shift_right = np.rint(SIDE / 2 - (col_mass @ np.arange(width, dtype=np.float32)) / mass).astype(int)
+        for position, index in enumerate(indices):
+            r0, r1, c0, c1 = top[position], bottom[position], left[position], right[position]
+            if r1 <= r0:
+                continue  # blank: stays black
+            digit = ink[position, r0:r1, c0:c1]
+            if max(r1 - r0, c1 - c0) == BOX:
+                place_row = min(max(r0 + shift_down[position], 0), SIDE - (r1 - r0))
+                place_col = min(max(c0 + shift_right[position], 0), SIDE - (c1 - c0))
+                out[index, place_row : place_row + r1 - r0, place_col : place_col + c1 - c0] = digit
+            else:
+                _place_by_centre_of_mass(np.clip(_resize(digit, BOX / max(digit.shape)), 0, 255), out[index])
+    return out
+
+
+def _between(size: int, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    positions = np.arange(size)
+    return (positions >= start[:, None]) & (positions < stop[:, None])
+
+
+def _light_ink_on_black(stack: np.ndarray) -> np.ndarray:
+    """(k, h, w) grey images to light ink on a zero background, strongest ink at 255."""
+    border = np.concatenate((stack[:, 0], stack[:, -1], stack[:, 1:-1, 0], stack[:, 1:-1, -1]), axis=1)
+    middle = border.shape[1] // 2
+    background = np.partition(border, middle, axis=1)[:, middle, None, None]
+    # Background is the frame's median: dark frame, ink is what is lighter; light paper, what is darker.
+    ink = np.where(background < 128, stack - background, background - stack)
+    strongest = ink.max(axis=(1, 2), keepdims=True)
+    ink *= np.divide(255.0, strongest, out=np.zeros_like(strongest), where=strongest > 0)
+    ink[ink < NOISE_FLOOR * 255] = 0
+    return ink
 
 
 def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
@@ -149,9 +222,11 @@ def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
         size = 2 * math.ceil((TARGET_STROKE_PX / scale - stroke) / 2) + 1
         image = image.filter(ImageFilter.MaxFilter(min(size, 31)))
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = np.asarray(image.resize(new_size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR))
+    resized = np.array(image.resize(new_size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR))
     top = resized.max(initial=0)
-    return resized * (255.0 / top) if top > 0 else resized
+    if top > 0:
+        resized *= 255.0 / top
+    return resized
 
 
 def _stroke_width(ink: np.ndarray) -> float:
@@ -166,17 +241,15 @@ def _stroke_width(ink: np.ndarray) -> float:
     return 2.0 * area / outline
 
 
-def _place_by_centre_of_mass(ink: np.ndarray) -> np.ndarray:
+def _place_by_centre_of_mass(ink: np.ndarray, field: np.ndarray) -> None:
+    """Write `ink` into the 28x28 `field` so that its centre of mass is at the centre."""
     height, width = ink.shape
-    total = float(ink.sum())
+    row_mass = ink.sum(axis=1)
+    total = row_mass.sum()
     if total <= 0:
-        return np.zeros((SIDE, SIDE), dtype=np.float32)
-    centre_row = float(np.arange(height) @ ink.sum(axis=1)) / total
-    centre_col = float(np.arange(width) @ ink.sum(axis=0)) / total
-    top = round(SIDE / 2 - centre_row)
-    left = round(SIDE / 2 - centre_col)
-    top = min(max(top, 0), SIDE - height)
-    left = min(max(left, 0), SIDE - width)
-    field = np.zeros((SIDE, SIDE), dtype=np.float32)
+        return
+    centre_row = row_mass @ _POSITIONS[:height] / total
+    centre_col = ink.sum(axis=0) @ _POSITIONS[:width] / total
+    top = min(max(round(SIDE / 2 - centre_row), 0), SIDE - height)
+    left = min(max(round(SIDE / 2 - centre_col), 0), SIDE - width)
     field[top : top + height, left : left + width] = ink
-    return field

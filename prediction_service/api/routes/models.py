@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import RegistryDep
+from prediction_service.api.deps import RegistryDep, ServicesDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import ModelInfo, ModelList, VersionInfo
 from prediction_service.api.security import AdminDep
@@ -40,7 +40,9 @@ def model_info(registry: Registry, name: str) -> ModelInfo:
 
 
 @router.get("", summary="Every model's versions, metrics, and which one serves")
-async def list_models(registry: RegistryDep) -> ModelList:
+async def list_models(services: ServicesDep) -> ModelList:
+    await services.refresh_models()
+    registry = services.registry
     infos = await run_in_threadpool(lambda: [model_info(registry, name) for name in registry.kinds])
     return ModelList(models=infos)
 

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import RegistryDep
+from prediction_service.api.deps import RegistryDep, ServicesDep
 from prediction_service.api.schemas import Liveness, ModelState, Readiness, ServiceInfo
 from prediction_service.registry import Registry
 
@@ -24,8 +24,9 @@ def model_states(registry: Registry) -> dict[str, ModelState]:
 
 
 @router.get("/", summary="What this service is and which model versions serve")
-async def service_info(registry: RegistryDep) -> ServiceInfo:
-    return ServiceInfo(name=NAME, description=DESCRIPTION, models=model_states(registry))
+async def service_info(services: ServicesDep) -> ServiceInfo:
+    await services.refresh_models()
+    return ServiceInfo(name=NAME, description=DESCRIPTION, models=model_states(services.registry))
 
 
 @router.get("/health/live", summary="Liveness: the process answers")

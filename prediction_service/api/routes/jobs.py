@@ -1,0 +1,89 @@
+"""Retraining: upload labelled images, then follow the job."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from prediction_service.api.deps import ServicesDep
+from prediction_service.api.errors import error_responses
+from prediction_service.api.schemas import JobInfo, JobList
+from prediction_service.api.security import AdminDep
+from prediction_service.catalog import MNIST
+from prediction_service.jobs import Job
+
+router = APIRouter(tags=["retraining"])
+
+JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="A job id, as POST /upload-images answered it.")]
+
+
+def job_info(job: Job) -> JobInfo:
+    return JobInfo(
+        job_id=job.id,
+        model=job.model,
+        status=job.status,
+        status_url=f"/jobs/{job.id}",
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        upload=job.upload,  # type: ignore[arg-type]
+        parameters=job.params,
+        progress=job.progress,
+        history=job.history,
+        result=job.result,
+        error=job.error,
+    )
+
+
+@router.post(
+    "/upload-images",
+    status_code=202,
+    summary="Retrain the digit model on a zip of labelled images",
+    description="Needs the admin token. Multipart field `file`: a zip with PNG images and one `.txt` of "
+    "whitespace-separated labels 0-9 in the order of the sorted image names, or with the images in folders "
+    "named `0`-`9`. The zip is checked completely, stored, and a job is queued: the answer is 202 with the "
+    "job's id; GET the `status_url` to follow it. The new version serves only if its hold-out accuracy is "
+    "at most RETRAIN_GATE_MARGIN below the serving version's.",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 413, 415, 422, 503),
+)
+async def upload_images(
+    file: UploadFile, background_tasks: BackgroundTasks, services: ServicesDep, response: Response
+) -> JobInfo:
+    intake, runner, _ = services.retraining_ready()
+    job = await run_in_threadpool(intake.accept, MNIST, file.file, file.filename)
+    # The task only wakes this process's job runner; the training itself runs in a subprocess.
+    background_tasks.add_task(runner.kick)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_info(job)
+
+
+@router.get("/jobs", summary="Retraining jobs, newest first")
+async def list_jobs(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="How many jobs to list.")] = 50,
+) -> JobList:
+    jobs = services.job_store()
+    return JobList(jobs=[job_info(job) for job in await run_in_threadpool(jobs.recent, limit)])
+
+
+@router.get("/jobs/{job_id}", summary="A retraining job's state and progress", responses=error_responses(404, 422))
+async def get_job(job_id: JobId, services: ServicesDep) -> JobInfo:
+    job = await run_in_threadpool(services.job_store().get, job_id)
+    await services.refresh_models()  # a job that reads final: this process serves its outcome
+    return job_info(job)
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=202,
+    summary="Run an interrupted or failed job again, on its stored upload",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def retry_job(job_id: JobId, services: ServicesDep, background_tasks: BackgroundTasks) -> JobInfo:
+    _, runner, jobs = services.retraining_ready()
+    job = await run_in_threadpool(jobs.retry, job_id)
+    background_tasks.add_task(runner.kick)
+    return job_info(job)

@@ -1,0 +1,70 @@
+"""Accepting an upload: validate it completely, store it, then record a queued job."""
+
+import hashlib
+import logging
+from typing import Any, BinaryIO
+
+from prediction_service.jobs import Job, JobStore, new_job_id
+from prediction_service.ml.archive import ArchiveLimits, DecodeChunks, read_labelled_zip
+from prediction_service.retraining.uploads import UploadStore
+from prediction_service.settings import Settings
+from prediction_service.store import utc_now
+
+log = logging.getLogger(__name__)
+
+
+def training_params(settings: Settings) -> dict[str, Any]:
+    return {
+        "epochs": settings.retrain_epochs,
+        "batch_size": settings.retrain_batch_size,
+        "validation_split": settings.retrain_validation_split,
+        "gate_margin": settings.retrain_gate_margin,
+    }
+
+
+class Intake:
+    def __init__(
+        self,
+        jobs: JobStore,
+        uploads: UploadStore,
+        limits: ArchiveLimits,
+        settings: Settings,
+        decode_chunks: DecodeChunks | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.uploads = uploads
+        self.limits = limits
+        self.settings = settings
+        self.decode_chunks = decode_chunks
+
+    def accept(self, model: str, file: BinaryIO, filename: str | None) -> Job:
+        """Blocking (run it in a thread). Raises a ServiceError saying what to fix."""
+        data = read_labelled_zip(file, self.limits, self.decode_chunks)
+        job_id = new_job_id()
+        upload = {
+            "id": job_id,
+            "filename": (filename or "")[:200],
+            "bytes": _size(file),
+            "sha256": _sha256(file),
+            "images": len(data.labels),
+            "layout": data.layout,
+            "label_counts": data.label_counts(),
+            "received_at": utc_now(),
+        }
+        self.uploads.save(job_id, data, upload)
+        job = self.jobs.create(job_id, model, upload, training_params(self.settings))
+        log.info("accepted upload of %d images as job %s", len(data.labels), job_id)
+        return job
+
+
+def _size(file: BinaryIO) -> int:
+    file.seek(0, 2)
+    return file.tell()
+
+
+def _sha256(file: BinaryIO) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,175 @@
+"""Runs queued retraining jobs one at a time across every process sharing MODEL_DIR.
+
+A file lock (released by the OS if its holder dies) decides which process
+trains; it holds the lock while its training subprocess runs. So a job found
+`running` while nobody holds the lock belongs to a process that died: it is
+marked `interrupted` and its upload stays on disk for `POST /jobs/{id}/retry`.
+"""
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from prediction_service.catalog import MNIST
+from prediction_service.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore
+from prediction_service.retraining.uploads import UploadStore
+from prediction_service.settings import Settings
+from prediction_service.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".training.lock"
+LOCK_POLL_SECONDS = 0.5
+
+
+class JobRunner:
+    def __init__(
+        self,
+        jobs: JobStore,
+        store: ModelStore,
+        uploads: UploadStore,
+        settings: Settings,
+        on_outcome: Callable[[], Awaitable[None]] | None = None,
+        on_finished: Callable[[Job], Awaitable[None]] | None = None,
+    ) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.uploads = uploads
+        self.settings = settings
+        self.on_outcome = on_outcome
+        self.on_finished = on_finished
+        self._model_dir = Path(settings.model_dir).resolve()
+        self._lock = FileLock(self._model_dir / LOCK_FILE, thread_local=False)
+        self._task: asyncio.Task[None] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+
+    # Start-up
+
+    def recover(self) -> list[str]:
+        """Mark jobs of dead processes interrupted and clear half-written files (blocking)."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return []  # another process is training: its jobs are alive
+        try:
+            interrupted = [self._settle_orphan(job) for job in self.jobs.running()]
+            with self.store.lock(MNIST):
+                self.store.remove_partial_versions(MNIST)
+            self.uploads.remove_partial()
+        finally:
+            self._lock.release()
+        return [job_id for job_id in interrupted if job_id]
+
+    def _settle_orphan(self, job: Job) -> str | None:
+        """A job whose process died: final if it got as far as a verdict or a stored version, else interrupted."""
+        outcome = (job.progress or {}).get("outcome")
+        if outcome is not None:
+            self.jobs.finish(job.id, outcome["status"], outcome["result"], outcome["error"])
+            return None
+        stored = [v for v in self.store.list_versions(MNIST) if v.manifest.get("job_id") == job.id]
+        pointer = self.store.serving(MNIST)
+        published = set() if pointer is None else {pointer.version, *pointer.history}
+        if stored:
+            version = stored[-1]
+            gate = version.manifest.get("gate", {})
+            result = {
+                "version": version.version,
+                "published": version.version in published,
+                "holdout_accuracy": gate.get("candidate_accuracy"),
+                "serving_version": gate.get("serving_version"),
+                "serving_accuracy": gate.get("serving_accuracy"),
+                "margin": gate.get("margin"),
+            }
+            if version.version in published:
+                self.jobs.finish(job.id, SUCCEEDED, result=result)
+                return None
+            if not gate.get("passed", False):
+                self.jobs.finish(job.id, REJECTED, result=result)
+                return None
+            note = f"; candidate version {version.version} was stored but not published (activate it, or retry)"
+        else:
+            note = ""
+        self.jobs.finish(
+            job.id, INTERRUPTED, error=f"the server stopped while the job was running{note}; POST /jobs/{job.id}/retry"
+        )
+        log.warning("job %s was interrupted by a server stop", job.id)
+        return job.id
+
+    # Running
+
+    async def kick(self) -> None:
+        """Make sure this process works through the queue (a no-op if it already is)."""
+        if self._stopping:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="retraining-jobs")
+
+    async def _drain(self) -> None:
+        while not self._stopping and await asyncio.to_thread(self.jobs.has_queued):
+            if not await self._acquire():
+                continue
+            try:
+                job = await asyncio.to_thread(self.jobs.claim_next)
+                if job is not None:
+                    await self._train(job)
+            finally:
+                self._lock.release()
+
+    async def _acquire(self) -> bool:
+        try:
+            self._lock.acquire(timeout=0)
+            return True
+        except Timeout:
+            await asyncio.sleep(LOCK_POLL_SECONDS)  # another process trains; our turn comes
+            return False
+
+    async def _train(self, job: Job) -> None:
+        log.info("job %s: training on %d images", job.id, job.upload.get("images", 0))
+        settings = self.settings
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "prediction_service.retraining.worker",
+            str(self._model_dir),
+            job.id,
+            "--parent-pid",
+            str(os.getpid()),
+            "--threads",
+            str(settings.training_threads),
+            "--niceness",
+            str(settings.training_niceness),
+            "--log-level",
+            settings.log_level,
+            *(["--json-logs"] if settings.json_logs else []),
+            env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},
+        )
+        exit_code = await self._process.wait()
+        self._process = None
+        job = await asyncio.to_thread(self.jobs.get, job.id)
+        outcome = (job.progress or {}).get("outcome")
+        if outcome is not None:
+            if self.on_outcome is not None:
+                await self.on_outcome()  # serve a published version here before the job reads final
+            status, result, error = outcome["status"], outcome["result"], outcome["error"]
+        elif self._stopping:
+            status, result, error = INTERRUPTED, None, f"the server stopped during the job; POST /jobs/{job.id}/retry"
+        else:
+            status, result, error = FAILED, None, f"the training process exited with code {exit_code}"
+        await asyncio.to_thread(self.jobs.finish, job.id, status, result, error)
+        finished = await asyncio.to_thread(self.jobs.get, job.id)
+        log.info("job %s %s", job.id, finished.status)
+        if self.on_finished is not None:
+            await self.on_finished(finished)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
