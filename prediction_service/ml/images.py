@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from prediction_service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 
@@ -28,6 +29,7 @@ ORIENTED_FORMATS = ("JPEG", "WEBP")
 # MNIST strokes are about 2-3 px wide inside the 20 px box; thinner strokes get thickened.
 MIN_STROKE_PX = 1.6
 TARGET_STROKE_PX = 2.2
+MAX_THICKENING = 61  # px; with WORKING_SIDE this covers a 1 px pen on the largest canvas
 INK_THRESHOLD = 0.3  # share of the strongest ink that counts as ink for the bounding box
 NOISE_FLOOR = 0.12  # share of the strongest ink below which a pixel is background
 _POSITIONS = np.arange(SIDE, dtype=np.float32)
@@ -191,7 +193,7 @@ def normalize_digits(greys: Sequence[np.ndarray]) -> np.ndarray:
                 place_col = min(max(c0 + shift_right[position], 0), SIDE - (c1 - c0))
                 out[index, place_row : place_row + r1 - r0, place_col : place_col + c1 - c0] = digit
             else:
-                _place_by_centre_of_mass(np.clip(_resize(digit, BOX / max(digit.shape)), 0, 255), out[index])
+                _place_by_centre_of_mass(_fit_box(digit), out[index])
     return out
 
 
@@ -213,20 +215,23 @@ def _light_ink_on_black(stack: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
-    height, width = ink.shape
+def _fit_box(ink: np.ndarray) -> np.ndarray:
+    """Scale a cropped digit so that its longer side is BOX pixels, keeping its aspect ratio."""
+    scale = BOX / max(ink.shape)
     stroke = _stroke_width(ink)
-    image = Image.fromarray(ink, mode="F")
     if stroke * scale < MIN_STROKE_PX:
-        # Thin pen on a big canvas would vanish when shrunk: thicken it first.
-        size = 2 * math.ceil((TARGET_STROKE_PX / scale - stroke) / 2) + 1
-        image = image.filter(ImageFilter.MaxFilter(min(size, 31)))
+        # A thin pen on a big canvas would fade away when shrunk: thicken the strokes first.
+        size = min(2 * math.ceil((TARGET_STROKE_PX / scale - stroke) / 2) + 1, MAX_THICKENING)
+        ink = ndimage.maximum_filter(np.pad(ink, size // 2), size=size)
+        scale = BOX / max(ink.shape)
+    height, width = ink.shape
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = np.array(image.resize(new_size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    resized = np.array(Image.fromarray(ink, mode="F").resize(new_size, resample))
     top = resized.max(initial=0)
     if top > 0:
         resized *= 255.0 / top
-    return resized
+    return np.clip(resized, 0, 255, out=resized)
 
 
 def _stroke_width(ink: np.ndarray) -> float:

@@ -1,0 +1,107 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, make_settings, png_bytes
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from prediction_service.api.app import create_app
+
+
+def post_image(client: TestClient, data: bytes, name: str = "digit.png", path: str = "/predict-image"):
+    return client.post(path, files={"file": (name, data)})
+
+
+def test_the_tutorial_sample(client: TestClient) -> None:
+    response = post_image(client, (SAMPLES / "test_img0.png").read_bytes(), "test_img0.png")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["filename"] == "test_img0.png"
+    assert isinstance(body["result"], str)
+    assert body["result"] in "0123456789"
+    assert len(body["probabilities"]) == 10
+    assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-3)
+    assert body["confidence"] == max(body["probabilities"])
+    assert body["probabilities"].index(body["confidence"]) == int(body["result"])
+    assert body["model_version"] == 1
+
+
+def test_real_world_forms_get_the_answer_of_the_clean_digit(
+    client: TestClient, mnist_arrays: dict[str, np.ndarray]
+) -> None:
+    for sample, index in (("digit_dark_on_light.jpg", 1), ("digit_rgba.png", 2)):
+        clean = post_image(client, png_bytes(mnist_arrays["x_test"][index])).json()
+        real = post_image(client, (SAMPLES / sample).read_bytes(), sample).json()
+        assert real["result"] == clean["result"], sample
+
+
+def test_palette_and_16_bit_images(client: TestClient, mnist_arrays: dict[str, np.ndarray]) -> None:
+    digit = mnist_arrays["x_test"][3]
+    clean = post_image(client, png_bytes(digit)).json()["result"]
+    palette = io.BytesIO()
+    Image.fromarray(255 - digit).convert("P").save(palette, format="GIF")
+    assert post_image(client, palette.getvalue(), "d.gif").json()["result"] == clean
+    assert post_image(client, png_bytes(digit.astype(np.uint16) * 257)).json()["result"] == clean
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 422, "empty"),
+        (b"%PDF-1.4 not an image", 415, "not a PNG, JPEG, GIF, BMP or WebP image"),
+        ((SAMPLES / "digit_rgba.png").read_bytes()[:800], 422, "truncated or corrupt"),
+    ],
+)
+def test_bad_files_say_what_is_wrong(client: TestClient, data: bytes, status: int, message: str) -> None:
+    response = post_image(client, data, "upload.bin")
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_a_missing_file_field_is_422(client: TestClient) -> None:
+    response = client.post("/predict-image", data={"other": "x"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "file"]
+
+
+def test_limits_are_413(model_dir: Path) -> None:
+    settings = make_settings(model_dir, max_image_bytes=20_000, max_image_pixels=250_000)
+    with TestClient(create_app(settings)) as client:
+        over_bytes = post_image(client, b"\x89PNG" + b"\x00" * 200_000)
+        assert over_bytes.status_code == 413
+        assert "MAX_IMAGE_BYTES" in over_bytes.json()["detail"]
+        big = io.BytesIO()
+        Image.new("L", (600, 600), 255).save(big, format="PNG")
+        over_pixels = post_image(client, big.getvalue())
+        assert over_pixels.status_code == 413
+        assert "pixels" in over_pixels.json()["detail"]
+
+
+def test_without_mnist_the_service_serves_penguins_and_says_how_to_fix_it(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "store", mnist_data=tmp_path / "missing.npz")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195}).status_code == 200
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        mnist = ready.json()["models"]["mnist"]
+        assert mnist["state"] == "unavailable"
+        assert "missing.npz" in mnist["reason"]
+        assert mnist["fix"].startswith("set MNIST_DATA to a local mnist.npz")
+        prediction = post_image(client, (SAMPLES / "test_img0.png").read_bytes())
+        assert prediction.status_code == 503
+        assert "set MNIST_DATA to a local mnist.npz" in prediction.json()["detail"]
+        models = {model["name"]: model for model in client.get("/models").json()["models"]}
+        assert models["mnist"]["state"] == "unavailable"
+        assert models["mnist"]["fix"].startswith("set MNIST_DATA")
+
+
+def test_a_warm_start_loads_the_cnn_without_training_or_data(model_dir: Path, tmp_path: Path) -> None:
+    versions_before = sorted(path.name for path in (model_dir / "mnist").iterdir())
+    settings = make_settings(model_dir, mnist_data=tmp_path / "no-data-needed.npz")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/ready").status_code == 200
+        assert post_image(client, (SAMPLES / "test_img0.png").read_bytes()).json()["model_version"] == 1
+    assert sorted(path.name for path in (model_dir / "mnist").iterdir()) == versions_before

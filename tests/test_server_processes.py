@@ -1,0 +1,82 @@
+"""The service as real processes: several workers, restarts, and a SIGKILL in the middle of a job."""
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import AUTH, MNIST_SMALL, SAMPLES, TOKEN
+from servers import running_server
+
+pytestmark = pytest.mark.e2e
+
+
+def quick_env(model_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "MODEL_DIR": str(model_dir),
+        "MNIST_DATA": str(MNIST_SMALL),
+        "MNIST_TRAIN_SIZE": "1000",
+        "MNIST_EPOCHS": "1",
+        "ADMIN_TOKEN": TOKEN,
+        "DECODE_PROCESSES": "0",
+        **extra,
+    }
+
+
+def test_two_workers_on_an_empty_store_train_once_and_serve_the_same_version(tmp_path: Path) -> None:
+    model_dir = tmp_path / "store"
+    with running_server(quick_env(model_dir), tmp_path / "server.log", workers=2, command="fastapi") as server:
+        versions = {httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] for _ in range(20)}
+        assert versions == {1}
+        log = server.log_text()
+    for model in ("penguins", "mnist"):
+        assert sorted(p.name for p in (model_dir / model).iterdir() if p.name.isdigit()) == ["1"], model
+    assert log.count("training mnist on 1000 images") == 1
+
+    started = time.monotonic()
+    with running_server(quick_env(model_dir), tmp_path / "again.log", workers=2, command="fastapi") as server:
+        ready_after = time.monotonic() - started
+        assert httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] == 1
+        assert "training mnist" not in server.log_text()
+    assert ready_after < 60  # loads, no training (seconds here; the bound only guards against a retrain)
+
+
+def processes_running(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_a_sigkill_during_training_loses_nothing(tmp_path: Path, trained_store: Path) -> None:
+    model_dir = tmp_path / "store"
+    shutil.copytree(trained_store, model_dir)
+    env = quick_env(model_dir, RETRAIN_EPOCHS="40")
+    with running_server(env, tmp_path / "server.log") as server:
+        response = httpx.post(
+            f"{server.url}/upload-images",
+            files={"file": ("retrain_img.zip", (SAMPLES / "retrain_img.zip").read_bytes())},
+            headers=AUTH,
+            timeout=30,
+        )
+        job_id = response.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = httpx.get(f"{server.url}/jobs/{job_id}").json()
+            if job["status"] == "running" and (job["progress"] or {}).get("epoch", 0) >= 1:
+                break
+            time.sleep(0.2)
+        assert job["status"] == "running", job
+        server.kill()
+    time.sleep(1)
+    assert processes_running(job_id) == []  # the training subprocess died with the server
+
+    with running_server(env, tmp_path / "restart.log") as server:
+        job = httpx.get(f"{server.url}/jobs/{job_id}").json()
+        assert job["status"] == "interrupted"
+        assert (model_dir / "uploads" / job_id / "dataset.npz").is_file()
+        assert httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] == 1
+        assert not [p for p in (model_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
+        pointer = json.loads((model_dir / "mnist" / "serving.json").read_text())
+        assert pointer["version"] == 1
