@@ -8,7 +8,12 @@ from fastapi_offline import FastAPIOffline
 
 from prediction_service import logs
 from prediction_service.api import errors
-from prediction_service.api.middleware import AuthBeforeBody, BodyLimits, TrailingSlashInsensitive
+from prediction_service.api.middleware import (
+    AuthBeforeBody,
+    BodyLimits,
+    PageSecurityHeaders,
+    TrailingSlashInsensitive,
+)
 from prediction_service.api.routes import digits, jobs, models, penguins, service
 from prediction_service.api.security import requires_admin
 from prediction_service.container import Services
@@ -37,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         lifespan=lifespan,
         redirect_slashes=False,
-        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.services = Services(settings)
     errors.install(app)
@@ -55,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         protected=[route.path_regex for route in app.routes if requires_admin(route)],
         check=services.admin_token.check_header,
     )
+    app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))
     app.add_middleware(TrailingSlashInsensitive)
     return app

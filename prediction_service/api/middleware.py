@@ -126,3 +126,35 @@ class AuthBeforeBody:
                 await _send_json(send, error.status_code, error.detail, error.headers)
                 return
         await self.app(scope, receive, send)
+
+
+# The pages may load only what this service serves: no CDN, nothing from outside, even by accident
+# (ReDoc, for one, asks a CDN for its logo).
+SAME_ORIGIN_ONLY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+class PageSecurityHeaders:
+    """A Content-Security-Policy that keeps the HTML pages (docs, dashboard) on this origin."""
+
+    def __init__(self, app: ASGIApp, pages: tuple[str, ...]) -> None:
+        self.app = app
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.pages):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"content-security-policy", SAME_ORIGIN_ONLY.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
