@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Lint, build and run the Docker image with podman/buildah, then check the service from outside.
+#
+#   scripts/container-check.sh
+#
+# Works without a Docker engine and without registry access: the python:3.11-slim base is
+# stood in for by a Debian bookworm root made with debootstrap and imported into podman (done
+# once; later runs reuse it). Needs root, podman, buildah, runc and debootstrap (apt-get install
+# podman buildah runc debootstrap), and ../shared/data/mnist-small.npz to train during the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=localhost/prediction-service:check
+BASE=docker.io/library/python:3.11-slim
+CONTAINER=prediction-service-check
+WORK=${CONTAINER_WORK:-/var/tmp/prediction-service-container}
+PORT=${CONTAINER_PORT:-18080}
+TOKEN=container-check-token
+LIMITS=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
+MNIST_SMALL=../shared/data/mnist-small.npz
+
+echo "== hadolint"
+hadolint Dockerfile
+
+echo "== base image ($BASE)"
+if ! podman image exists "$BASE"; then
+  rootfs="$WORK/rootfs"
+  rm -rf "$rootfs"
+  mkdir -p "$rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    bookworm "$rootfs" http://deb.debian.org/debian
+  # Like python:3.11-slim: `python` on the PATH, no package lists.
+  ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+  tar -C "$rootfs" -c . | podman import \
+    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["python3"]' - "$BASE"
+  rm -rf "$rootfs"
+fi
+
+echo "== build"
+mkdir -p build-data
+cp "$MNIST_SMALL" build-data/mnist-small.npz
+started=$(date +%s)
+podman build --pull=never --format docker --isolation chroot --network host "${LIMITS[@]}" \
+  --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+  --build-arg TRAIN_MODELS=true \
+  --build-arg MNIST_DATA=build-data/mnist-small.npz \
+  --build-arg MNIST_EPOCHS="${MNIST_EPOCHS:-15}" \
+  --tag "$IMAGE" .
+echo "built in $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | numfmt --to=iec)"
+podman image prune -f >/dev/null  # earlier builds' layers
+
+echo "== run"
+podman rm -f "$CONTAINER" >/dev/null 2>&1 || true
+trap 'podman logs "$CONTAINER" 2>&1 | tail -20; podman rm -f "$CONTAINER" >/dev/null 2>&1 || true' EXIT
+started=$(date +%s)
+podman --runtime runc run -d --name "$CONTAINER" --network host "${LIMITS[@]}" \
+  -e PORT="$PORT" -e WORKERS=2 -e ADMIN_TOKEN="$TOKEN" "$IMAGE" >/dev/null
+url="http://127.0.0.1:$PORT"
+for _ in $(seq 1 120); do
+  if curl -fsS "$url/health/ready" >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+echo "ready $(( $(date +%s) - started )) s after start"
+
+echo "== checks from outside"
+curl -fsS "$url/health/ready" | tee /dev/stderr | grep -q '"status":"ready"'
+echo
+curl -fsS "$url/predict?bill_length_mm=40.3&flipper_length_mm=195" | tee /dev/stderr | grep -q '"result":"Adelie"'
+echo
+curl -fsS -F file=@samples/test_img0.png "$url/predict-image" | tee /dev/stderr | grep -q '"model_version":1'
+echo
+status=$(curl -s -o /dev/null -w '%{http_code}' -F file=@samples/retrain_img.zip "$url/upload-images")
+[ "$status" = 401 ] || { echo "an anonymous upload got $status, not 401"; exit 1; }
+uid=$(podman exec "$CONTAINER" id -u)
+[ "$uid" != 0 ] || { echo "the service runs as root"; exit 1; }
+podman exec "$CONTAINER" sh -c 'test ! -d /root/.cache/pip && ! command -v gcc' \
+  || { echo "build tools or caches left in the image"; exit 1; }
+health=$(podman inspect "$CONTAINER" --format '{{.Config.Healthcheck.Test}}')
+case "$health" in *health/live*) ;; *) echo "no HEALTHCHECK on /health/live: $health"; exit 1 ;; esac
+echo "container checks passed (uid $uid, trained in the image: no training at start)"
