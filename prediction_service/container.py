@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+from datetime import datetime
 
+from prediction_service import metrics
 from prediction_service.auth import AdminToken
 from prediction_service.catalog import MNIST, model_kinds
 from prediction_service.decode_pool import DecodePool
@@ -93,7 +95,10 @@ class Services:
         await asyncio.to_thread(self.registry.refresh)
 
     async def _job_finished(self, job: Job) -> None:
-        log.debug("job %s finished: %s", job.id, job.status)
+        metrics.JOBS.labels(job.status).inc()
+        if job.started_at and job.finished_at:
+            elapsed = datetime.fromisoformat(job.finished_at) - datetime.fromisoformat(job.started_at)
+            metrics.JOB_DURATION.labels(job.status).observe(elapsed.total_seconds())
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""

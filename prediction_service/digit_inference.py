@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prediction_service import metrics
 from prediction_service.batching import MicroBatcher
 from prediction_service.catalog import MNIST
 from prediction_service.errors import ServiceError
@@ -35,7 +36,7 @@ class _Upload:
 
 
 class DigitInference:
-    def __init__(self, registry: Registry, settings: Settings, on_batch=None) -> None:
+    def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.batcher: MicroBatcher[_Upload, DigitResult] = MicroBatcher(
@@ -44,11 +45,15 @@ class DigitInference:
             max_wait=settings.batch_max_wait_ms / 1000,
             max_queue=settings.batch_queue_size,
             name="digit-batcher",
-            on_batch=on_batch,
+            on_batch=self._observe_batch,
         )
 
     def start(self) -> None:
         self.batcher.start()
+
+    def _observe_batch(self, size: int) -> None:
+        metrics.BATCH_SIZE.observe(size)
+        metrics.QUEUE_DEPTH.set(self.batcher.depth())
 
     async def stop(self) -> None:
         await self.batcher.stop()

@@ -43,3 +43,5 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter(PLAIN_FORMAT))
     handler._prediction_service = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
+    # The service logs every request itself (with its id, latency and model version).
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from prediction_service import metrics
 from prediction_service.catalog import ModelKind
 from prediction_service.errors import ModelUnavailable, NotFound
 from prediction_service.ml.mnist_data import MnistUnavailable
@@ -133,6 +134,7 @@ class Registry:
                 log.warning("skipping %s version %d: %s", kind.name, version, getattr(error, "detail", error))
                 continue
             self._served[kind.name] = ServedModel(kind.name, version, stored.manifest, predictor)
+            metrics.SERVING_VERSION.labels(kind.name).set(version)
             self._status[kind.name] = ModelStatus("ready")
             self._stamps[kind.name] = stamp
             log.info("%s serves version %d", kind.name, version)
@@ -168,6 +170,7 @@ class Registry:
         with self._load_locks[name]:
             self.store.set_serving(name, version)
             self._served[name] = ServedModel(name, version, stored.manifest, predictor)
+            metrics.SERVING_VERSION.labels(name).set(version)
             self._status[name] = ModelStatus("ready")
             self._stamps[name] = self.store.pointer_stamp(name)
         return self._served[name]

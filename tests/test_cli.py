@@ -14,7 +14,12 @@ def cli(*args: str, model_dir: Path, **env: str) -> subprocess.CompletedProcess[
     full_env = {**os.environ, "MODEL_DIR": str(model_dir), "MNIST_DATA": str(MNIST_SMALL), **env}
     return subprocess.run(
         [sys.executable, "-m", "prediction_service", *args],
-        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -12,9 +12,10 @@ from prediction_service.api.middleware import (
     AuthBeforeBody,
     BodyLimits,
     PageSecurityHeaders,
+    RequestObserver,
     TrailingSlashInsensitive,
 )
-from prediction_service.api.routes import digits, jobs, models, penguins, service
+from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service
 from prediction_service.api.security import requires_admin
 from prediction_service.container import Services
 from prediction_service.settings import Settings, get_settings
@@ -46,12 +47,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(settings)
     errors.install(app)
-    for router in (service.router, penguins.router, digits.router, jobs.router, models.router):
+    for router in (service.router, penguins.router, digits.router, jobs.router, models.router, metrics.router):
         app.include_router(router)
     services: Services = app.state.services
     app.add_middleware(
         BodyLimits,
-        limits={"/upload-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES")},
+        limits={
+            "/upload-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
+            "/predict-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
+        },
         default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
         timeout=settings.request_timeout,
     )
@@ -61,5 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check=services.admin_token.check_header,
     )
     app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))
+    app.add_middleware(RequestObserver)  # inside the slash rewrite: it sees the matched route
     app.add_middleware(TrailingSlashInsensitive)
     return app

@@ -2,13 +2,16 @@
 
 import asyncio
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prediction_service import metrics
 from prediction_service.errors import ServiceError
 
 
@@ -158,3 +161,63 @@ class PageSecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_policy)
+
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+request_log = logging.getLogger("prediction_service.requests")
+
+
+class RequestObserver:
+    """For every request: a request id (the client's X-Request-ID, or a new one; always returned),
+    one log line (id, method, path, status, latency, model version), and the HTTP metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            metrics.REQUESTS.labels(method, template, status).inc()
+            metrics.LATENCY.labels(method, template, status).observe(elapsed)
+            fields = {
+                "request_id": request_id,
+                "method": method,
+                "path": scope["path"][:200],
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            }
+            if "model_version" in state:
+                fields["model_version"] = state["model_version"]
+            request_log.info(
+                "%s %s %d %.1f ms", method, fields["path"], status, elapsed * 1000, extra={"fields": fields}
+            )
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if REQUEST_ID.match(text) else None
+    return None

@@ -104,3 +104,31 @@ class JobInfo(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobInfo]
+
+
+class PenguinInput(BaseModel):
+    bill_length_mm: float = Field(gt=0, allow_inf_nan=False, description="Bill length in millimetres.")
+    flipper_length_mm: float = Field(gt=0, allow_inf_nan=False, description="Flipper length in millimetres.")
+
+
+class PenguinBatchItem(BaseModel):
+    """One answer per input row, in input order: a prediction, or the error of that row."""
+
+    parameters: PenguinParameters | None = None
+    result: str | None = None
+    probabilities: dict[str, float] | None = None
+    model_version: int | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why this row could not be predicted (other rows still are).")
+
+
+class DigitBatchItem(BaseModel):
+    """One answer per uploaded file, in upload order: a prediction, or the error of that file."""
+
+    filename: str | None
+    result: str | None = None
+    probabilities: list[float] | None = None
+    confidence: float | None = None
+    model_version: int | None = None
+    error: str | None = Field(None, description="Why this file could not be read (other files still are).")
+    status: int = Field(200, description="The HTTP status this file alone would have got.")

@@ -1,17 +1,23 @@
 """The handwritten digit in an uploaded image."""
 
-from fastapi import APIRouter, UploadFile
+import asyncio
+
+from fastapi import APIRouter, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import ServicesDep
+from prediction_service import metrics
+from prediction_service.api.deps import ServicesDep, SettingsDep
 from prediction_service.api.errors import error_responses
-from prediction_service.api.schemas import DigitPrediction
+from prediction_service.api.schemas import DigitBatchItem, DigitPrediction
+from prediction_service.catalog import MNIST
 from prediction_service.digit_inference import DigitResult
+from prediction_service.errors import InvalidInput, ServiceError
 
 router = APIRouter(tags=["digits"])
 
 
 def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
+    metrics.PREDICTIONS.labels(MNIST, result.model_version, result.digit).inc()
     return DigitPrediction(
         filename=filename,
         result=str(result.digit),
@@ -29,11 +35,39 @@ def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
     "(28x28 grey, light digit on dark, centred like MNIST's digits).",
     responses=error_responses(413, 415, 422, 503),
 )
-async def predict_image(file: UploadFile, services: ServicesDep) -> DigitPrediction:
+async def predict_image(file: UploadFile, services: ServicesDep, request: Request) -> DigitPrediction:
+    services.digits.check_available()
+    result = await _predict_upload(services, file)
+    request.state.model_version = result.model_version
+    return as_response(result, file.filename)
+
+
+async def _predict_upload(services: ServicesDep, file: UploadFile) -> DigitResult:
     digits = services.digits
-    digits.check_available()
     data = await file.read()
     name = repr(file.filename) if file.filename else "the file"
     image = await run_in_threadpool(digits.decode, data, name) if digits.needs_own_thread(data) else None
-    result = await digits.predict(data, name, image)
-    return as_response(result, file.filename)
+    return await digits.predict(data, name, image)
+
+
+@router.post(
+    "/predict-images",
+    summary="Predict the digits in several images",
+    description="Multipart field `files`, repeated: up to MAX_BATCH_ITEMS images. Answers a list in upload "
+    "order; a file that cannot be read gets its own `error` (and `status`), the others are still answered.",
+    responses=error_responses(413, 422, 503),
+)
+async def predict_images(files: list[UploadFile], services: ServicesDep, settings: SettingsDep) -> list[DigitBatchItem]:
+    services.digits.check_available()
+    if len(files) > settings.max_batch_items:
+        raise InvalidInput(f"{len(files)} files in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
+    outcomes = await asyncio.gather(*(_predict_upload(services, file) for file in files), return_exceptions=True)
+    answers = []
+    for file, outcome in zip(files, outcomes, strict=True):
+        if isinstance(outcome, ServiceError):
+            answers.append(DigitBatchItem(filename=file.filename, error=outcome.detail, status=outcome.status_code))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            answers.append(DigitBatchItem(**as_response(outcome, file.filename).model_dump()))
+    return answers

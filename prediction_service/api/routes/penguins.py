@@ -1,13 +1,16 @@
 """Penguin species from bill and flipper length."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import TypeAdapter, ValidationError
 
-from prediction_service.api.deps import RegistryDep
+from prediction_service import metrics
+from prediction_service.api.deps import RegistryDep, SettingsDep
 from prediction_service.api.errors import error_responses
-from prediction_service.api.schemas import PenguinParameters, PenguinPrediction
+from prediction_service.api.schemas import PenguinBatchItem, PenguinInput, PenguinParameters, PenguinPrediction
 from prediction_service.catalog import PENGUINS
+from prediction_service.errors import InvalidInput
 
 router = APIRouter(tags=["penguins"])
 
@@ -39,10 +42,12 @@ FlipperLength = Annotated[
     responses=error_responses(422, 503),
 )
 async def predict_penguin(
-    bill_length_mm: BillLength, flipper_length_mm: FlipperLength, registry: RegistryDep
+    bill_length_mm: BillLength, flipper_length_mm: FlipperLength, registry: RegistryDep, request: Request
 ) -> PenguinPrediction:
     served = registry.get(PENGUINS)
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
+    request.state.model_version = served.version
+    metrics.PREDICTIONS.labels(PENGUINS, served.version, prediction.species).inc()
     return PenguinPrediction(
         parameters=PenguinParameters(bill_length_mm=bill_length_mm, flipper_length_mm=flipper_length_mm),
         result=prediction.species,
@@ -50,3 +55,52 @@ async def predict_penguin(
         model_version=served.version,
         warnings=prediction.warnings,
     )
+
+
+_penguin_input = TypeAdapter(PenguinInput)
+BatchBody = Annotated[
+    list[Any],
+    Body(
+        description="Penguins as objects with `bill_length_mm` and `flipper_length_mm` (finite, > 0); at most "
+        "MAX_BATCH_ITEMS of them.",
+        examples=[
+            [{"bill_length_mm": 40.3, "flipper_length_mm": 195}, {"bill_length_mm": 47.5, "flipper_length_mm": 220}]
+        ],
+    ),
+]
+
+
+@router.post(
+    "/predict",
+    summary="Predict the species of many penguins",
+    description="Answers a list in input order; a row that cannot be predicted gets its own `error` and the "
+    "others are still answered.",
+    responses=error_responses(413, 422, 503),
+)
+async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: SettingsDep) -> list[PenguinBatchItem]:
+    if not rows:
+        raise InvalidInput("the list is empty: send at least one penguin")
+    if len(rows) > settings.max_batch_items:
+        raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
+    served = registry.get(PENGUINS)
+    answers: list[PenguinBatchItem | None] = [None] * len(rows)
+    valid: list[tuple[int, PenguinInput]] = []
+    for index, row in enumerate(rows):
+        try:
+            valid.append((index, _penguin_input.validate_python(row)))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'row'}: {item['msg']}" for item in error.errors()
+            )
+            answers[index] = PenguinBatchItem(error=f"row {index}: {problems}")
+    predictions = served.predictor.predict_many([(p.bill_length_mm, p.flipper_length_mm) for _, p in valid])
+    for (index, penguin), prediction in zip(valid, predictions, strict=True):
+        metrics.PREDICTIONS.labels(PENGUINS, served.version, prediction.species).inc()
+        answers[index] = PenguinBatchItem(
+            parameters=PenguinParameters(**penguin.model_dump()),
+            result=prediction.species,
+            probabilities=prediction.probabilities,
+            model_version=served.version,
+            warnings=prediction.warnings,
+        )
+    return [answer for answer in answers if answer is not None]
