@@ -1,16 +1,22 @@
-"""Adaptive micro-batching: concurrent requests share one model call, run off the event loop.
+"""Adaptive micro-batching: concurrent requests share one model call, made off the event loop.
 
-Requests queue up while a batch computes in the worker thread; the next batch
+Requests queue up while the worker thread computes a batch; the next batch
 takes everything that queued (up to `max_batch`), waiting at most `max_wait`
-seconds for more. Under light load a request waits for nobody; under heavy
-load batches grow and the per-call overhead is shared. The queue is bounded:
-when it is full the caller gets `Overloaded` (503 with Retry-After) at once.
+seconds for more when the queue is short. Under light load a request waits for
+nobody; under heavy load batches grow and the per-call overhead is shared. The
+queue is bounded: when it is full the caller gets `Overloaded` (503 with
+Retry-After) at once.
+
+The worker is one long-lived thread woken through a condition variable, and a
+batch's answers go back to the event loop in one callback: each handoff
+between the loop and a thread costs more than the work of a small image.
 """
 
 import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from prediction_service.errors import Overloaded
@@ -38,78 +44,74 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_queue = max_queue
         self.name = name
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._pending: deque[tuple[Item, asyncio.Future[Result]]] = deque()
+        self._changed = threading.Condition()
+        self._worker_idle = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._queue is not None:
-            while not self._queue.empty():
-                _, future = self._queue.get_nowait()
-                if not future.done():
-                    future.set_exception(Overloaded("the service is shutting down; retry on another instance"))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+        while self._pending:
+            _, future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(Overloaded("the service is shutting down; retry on another instance"))
 
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return len(self._pending)
 
     async def submit(self, item: Item) -> Result:
-        if self._queue is None:
-            raise Overloaded("the service is starting; retry shortly")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((item, future))
-        except asyncio.QueueFull:
-            raise Overloaded(f"{self.max_queue} requests are already waiting; retry in a moment") from None
+        if self._loop is None or self._stopping:
+            raise Overloaded("the service is not accepting predictions right now; retry shortly")
+        if len(self._pending) >= self.max_queue:
+            raise Overloaded(f"{self.max_queue} requests are already waiting; retry in a moment")
+        future: asyncio.Future[Result] = self._loop.create_future()
+        with self._changed:
+            self._pending.append((item, future))
+            # Wake the worker only when it sleeps for work or a batch just filled up.
+            if self._worker_idle or len(self._pending) == self.max_batch:
+                self._changed.notify()
         return await future
 
-    async def _run(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+    def _work(self) -> None:
+        assert self._loop is not None
         while True:
-            batch = [await self._queue.get()]
-            await self._fill(batch, loop.time() + self.max_wait)
-            live = [(item, future) for item, future in batch if not future.done()]
-            if not live:
-                continue
-            items = [item for item, _ in live]
+            with self._changed:
+                self._worker_idle = True
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                self._worker_idle = False
+                if self._stopping:
+                    return
+                if len(self._pending) < self.max_batch and self.max_wait > 0:
+                    self._changed.wait(self.max_wait)  # woken early when the batch fills
+                count = min(len(self._pending), self.max_batch)
+                batch = [self._pending.popleft() for _ in range(count)]
             try:
-                results = await loop.run_in_executor(self._executor, self._process, items)
+                results = self._process([item for item, _ in batch])
             except Exception as error:
-                log.exception("%s: batch of %d failed", self.name, len(items))
-                results = [error] * len(items)
-            if self._on_batch is not None:
-                self._on_batch(len(items))
-            for (_, future), result in zip(live, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+                log.exception("%s: batch of %d failed", self.name, len(batch))
+                results = [error] * len(batch)
+            self._loop.call_soon_threadsafe(self._deliver, batch, results)
 
-    async def _fill(self, batch: list, deadline: float) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
+    def _deliver(self, batch: list[tuple[Item, asyncio.Future[Result]]], results: list) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the client went away
                 continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -4,7 +4,7 @@ import asyncio
 import logging
 from datetime import datetime
 
-from prediction_service import metrics
+from prediction_service import memory, metrics
 from prediction_service.auth import AdminToken
 from prediction_service.catalog import MNIST, model_kinds
 from prediction_service.decode_pool import DecodePool
@@ -29,7 +29,7 @@ class Services:
         self.settings = settings
         model_dir = settings.model_dir
         self.store = ModelStore(model_dir)
-        self.registry = Registry(self.store, model_kinds(settings))
+        self.registry = Registry(self.store, model_kinds(settings), after_swap=memory.collect_after_swap)
         self.digits = DigitInference(self.registry, settings)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, model_dir)
@@ -67,6 +67,7 @@ class Services:
         if interrupted:
             log.warning("jobs interrupted by the last stop: %s (POST /jobs/{id}/retry)", ", ".join(interrupted))
         self.digits.start()
+        await asyncio.to_thread(memory.freeze_long_lived)
         self._watcher = asyncio.create_task(self._follow_serving_pointers(), name="serving-pointer-watcher")
         if await asyncio.to_thread(self.jobs.has_queued):
             await self.runner.kick()

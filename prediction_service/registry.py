@@ -9,6 +9,7 @@ the version the pointer names, whichever process moved it.
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,9 @@ class NoUsableVersion(Exception):
 
 
 class Registry:
-    def __init__(self, store: ModelStore, kinds: list[ModelKind]) -> None:
+    def __init__(self, store: ModelStore, kinds: list[ModelKind], after_swap: Callable[[], None] | None = None) -> None:
         self.store = store
+        self._after_swap = after_swap or (lambda: None)
         self.kinds = {kind.name: kind for kind in kinds}
         self._served: dict[str, ServedModel] = {}
         self._status = {name: ModelStatus() for name in self.kinds}
@@ -133,11 +135,15 @@ class Registry:
             except (CorruptVersion, NotFound, OSError, ValueError) as error:
                 log.warning("skipping %s version %d: %s", kind.name, version, getattr(error, "detail", error))
                 continue
+            replaced = self._served.get(kind.name)
             self._served[kind.name] = ServedModel(kind.name, version, stored.manifest, predictor)
             metrics.SERVING_VERSION.labels(kind.name).set(version)
             self._status[kind.name] = ModelStatus("ready")
             self._stamps[kind.name] = stamp
             log.info("%s serves version %d", kind.name, version)
+            if replaced is not None:
+                del replaced
+                self._after_swap()
             return
         raise NoUsableVersion(f"no version of {kind.name} in the serving history loads: {list(pointer.candidates())}")
 
@@ -173,4 +179,5 @@ class Registry:
             metrics.SERVING_VERSION.labels(name).set(version)
             self._status[name] = ModelStatus("ready")
             self._stamps[name] = self.store.pointer_stamp(name)
+        self._after_swap()
         return self._served[name]

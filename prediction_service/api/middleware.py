@@ -1,11 +1,12 @@
 """Pure ASGI middleware (cheap on the hot path): trailing slashes, body limits and timeouts."""
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
@@ -179,7 +180,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        request_id = _client_request_id(scope) or os.urandom(16).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -198,8 +199,9 @@ class RequestObserver:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            metrics.REQUESTS.labels(method, template, status).inc()
-            metrics.LATENCY.labels(method, template, status).observe(elapsed)
+            requests, latency = _request_metrics(method, template, status)
+            requests.inc()
+            latency.observe(elapsed)
             fields = {
                 "request_id": request_id,
                 "method": method,
@@ -213,6 +215,12 @@ class RequestObserver:
             request_log.info(
                 "%s %s %d %.1f ms", method, fields["path"], status, elapsed * 1000, extra={"fields": fields}
             )
+
+
+@functools.cache
+def _request_metrics(method: str, route: str, status: int) -> tuple:
+    """The labelled metric children, looked up once per (method, route, status)."""
+    return metrics.REQUESTS.labels(method, route, status), metrics.LATENCY.labels(method, route, status)
 
 
 def _client_request_id(scope: Scope) -> str | None:

@@ -11,7 +11,7 @@ bearer = HTTPBearer(
 )
 
 
-def require_admin(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def require_admin(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     request.app.state.services.admin_token.check_header(request.headers.get("authorization", ""))
 
 

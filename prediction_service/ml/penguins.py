@@ -117,6 +117,8 @@ class PenguinClassifier:
         self._mean = scaler.mean_
         self._scale = scaler.scale_
         self._points = scaler.transform(np.asarray(train_features, dtype=np.float64))
+        self._points_x = np.ascontiguousarray(self._points[:, 0])
+        self._points_y = np.ascontiguousarray(self._points[:, 1])
         self._labels = np.asarray(train_labels, dtype=np.intp)
         self._k = pipeline.named_steps["knn"].n_neighbors
 
@@ -136,7 +138,17 @@ class PenguinClassifier:
         return counts / self._k
 
     def predict(self, bill_length_mm: float, flipper_length_mm: float) -> PenguinPrediction:
-        return self.predict_many([(bill_length_mm, flipper_length_mm)])[0]
+        """One penguin: the same arithmetic as `probabilities`, without its batch overhead (~8 us)."""
+        bill = (bill_length_mm - self._mean[0]) / self._scale[0]
+        flipper = (flipper_length_mm - self._mean[1]) / self._scale[1]
+        distances = (self._points_x - bill) ** 2 + (self._points_y - flipper) ** 2
+        nearest = np.argsort(distances, kind="stable")[: self._k]
+        counts = np.bincount(self._labels[nearest], minlength=len(self.species))
+        return PenguinPrediction(
+            species=self.species[int(counts.argmax())],
+            probabilities=dict(zip(self.species, (counts / self._k).tolist(), strict=True)),
+            warnings=self.unfamiliar_inputs((bill_length_mm, flipper_length_mm)),
+        )
 
     def predict_many(self, rows: list[tuple[float, float]]) -> list[PenguinPrediction]:
         probabilities = self.probabilities(np.array(rows, dtype=np.float64).reshape(-1, 2))

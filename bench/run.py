@@ -1,0 +1,294 @@
+"""Benchmark the project against the baseline and against the HTTP floor, in one run.
+
+    python bench/run.py [--duration 10] [--quick]
+
+Starts, on loopback, each with one uvicorn worker and the same flags:
+- the project (`main:app`) on a populated MODEL_DIR,
+- the baseline (`../shared/baseline/main.py`), trained at start-up on MNIST_TRAIN_N=60000,
+- the floor (`bench/floor.py`): bare endpoints of the same shape that do no work,
+loads them with wrk (bench/multipart.lua for the uploads), and prints a table of ratios.
+The results are also written to bench/results/<time>.json and bench/results/latest.md.
+Needs wrk (apt-get install wrk) and ../shared/data/mnist-small.npz.
+"""
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SHARED = ROOT.parent / "shared"
+BASELINE = SHARED / "baseline"
+MNIST_SMALL = SHARED / "data" / "mnist-small.npz"
+IMAGE = ROOT / "samples" / "test_img0.png"
+TOKEN = "bench-token"
+PREDICT_PATH = "/predict/?bill_length_mm=40.3&flipper_length_mm=195"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    url: str
+    started: float
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(name: str, app: str, cwd: Path, env: dict[str, str], log_dir: Path) -> Server:
+    port = free_port()
+    log = (log_dir / f"{name}.log").open("wb")
+    # The same way for all three: one worker, uvicorn's defaults (uvloop and httptools when installed).
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    return Server(name, process, f"http://127.0.0.1:{port}", time.monotonic())
+
+
+def wait_ready(server: Server, path: str, timeout: float) -> float:
+    while time.monotonic() - server.started < timeout:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}")
+        try:
+            if httpx.get(server.url + path, timeout=5).status_code == 200:
+                return time.monotonic() - server.started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{server.name} not ready in {timeout} s")
+
+
+def wrk(url: str, connections: int, duration: int, script: Path | None = None) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script:
+        command += ["-s", str(script)]
+    env = {**os.environ, "BENCH_IMAGE": str(IMAGE)}
+    output = subprocess.run([*command, url], capture_output=True, text=True, env=env, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", output).group(1))
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    failed = (int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"rps": rate, "p50_ms": p50, "p99_ms": p99, "errors": failed}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def upload_zip(count: int) -> bytes:
+    """`count` labelled training images in the tutorial's format (PNGs + labels.txt)."""
+    with np.load(MNIST_SMALL) as data:
+        images, labels = data["x_train"][:count], data["y_train"][:count]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, image in enumerate(images):
+            png = io.BytesIO()
+            Image.fromarray(image).save(png, format="PNG")
+            archive.writestr(f"img_{index:05d}.png", png.getvalue())
+        archive.writestr("labels.txt", " ".join(str(int(label)) for label in labels))
+    return buffer.getvalue()
+
+
+def time_upload(url: str, data: bytes, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    response = httpx.post(url, files={"file": ("upload.zip", data)}, headers=headers, timeout=120)
+    elapsed = time.perf_counter() - started
+    if response.status_code >= 300:
+        raise RuntimeError(f"upload to {url} failed: {response.status_code} {response.text[:200]}")
+    return elapsed
+
+
+def wait_for_training(url: str, job_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/jobs/{job_id}").json()
+        if job["status"] == "running" and (job.get("progress") or {}).get("stage") == "training":
+            return
+        if job["status"] not in ("queued", "running"):
+            raise RuntimeError(f"the job ended before the measurement: {job['status']}")
+        time.sleep(0.1)
+    raise TimeoutError("the retraining job did not start training")
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--baseline-train-n", type=int, default=60000, help="MNIST_TRAIN_N of the baseline")
+    parser.add_argument("--upload-images", type=int, default=5000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    logs = work / "logs"
+    logs.mkdir()
+    model_dir = work / "model_store"
+    project_env = {"MODEL_DIR": str(model_dir), "MNIST_DATA": str(MNIST_SMALL), "ADMIN_TOKEN": TOKEN}
+    print(f"work folder: {work}\npreparing the project's model store (trained once, like a deployment) ...")
+    subprocess.run(
+        [sys.executable, "-m", "prediction_service", "train"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, **project_env, "MNIST_EPOCHS": "2"},
+        capture_output=True,
+    )
+    zip_data = upload_zip(args.upload_images)
+    results: dict[str, dict] = {"machine": machine(), "when": datetime.now(UTC).isoformat(timespec="seconds")}
+    servers: list[Server] = []
+    try:
+        print(f"starting the baseline (trains on {args.baseline_train_n} images at start-up) ...")
+        baseline = start(
+            "baseline",
+            "main:app",
+            BASELINE,
+            {"MNIST_DATA": str(MNIST_SMALL), "MNIST_TRAIN_N": str(args.baseline_train_n)},
+            logs,
+        )
+        servers.append(baseline)
+        results["ready_s"] = {"baseline": wait_ready(baseline, "/", 1800)}
+        project = start("project", "main:app", ROOT, project_env, logs)
+        servers.append(project)
+        results["ready_s"]["project"] = wait_ready(project, "/health/ready", 120)
+        floor = start("floor", "floor:app", BENCH, {}, logs)
+        servers.append(floor)
+        wait_ready(floor, "/predict?bill_length_mm=40.3&flipper_length_mm=195", 60)
+        print(f"ready: project {results['ready_s']['project']:.1f} s, baseline {results['ready_s']['baseline']:.1f} s")
+
+        for connections in (16, 64):
+            for name, server in (("project", project), ("baseline", baseline), ("floor", floor)):
+                path = "/predict" if name == "floor" else PREDICT_PATH
+                wrk(server.url + path, connections, 2)  # warm-up
+                results[f"predict_c{connections}_{name}"] = wrk(server.url + path, connections, args.duration)
+                image_path = "/predict-image" if name == "floor" else "/predict-image/"
+                script = BENCH / "multipart.lua"
+                wrk(server.url + image_path, connections, 2, script)
+                results[f"image_c{connections}_{name}"] = wrk(
+                    server.url + image_path, connections, args.duration, script
+                )
+                print(
+                    f"c{connections} {name}: predict {results[f'predict_c{connections}_{name}']['rps']:.0f}/s, "
+                    f"image {results[f'image_c{connections}_{name}']['rps']:.0f}/s"
+                )
+
+        results["idle_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, args.duration)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        project_upload = [time_upload(project.url + "/upload-images", zip_data, auth) for _ in range(3)]
+        results["upload_s"] = {"project": sorted(project_upload)[1]}
+        job_id = httpx.get(project.url + "/jobs").json()["jobs"][-1]["job_id"]  # the oldest: runs first
+        wait_for_training(project.url, job_id)
+        results["training_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, args.duration)
+        results["training_job"] = httpx.get(f"{project.url}/jobs/{job_id}").json()["status"]
+        results["upload_s"]["baseline"] = time_upload(baseline.url + "/upload-images/", zip_data, {})
+        results["peak_rss_mb"] = {"project": project.peak_rss_mb(), "baseline": baseline.peak_rss_mb()}
+    finally:
+        for server in servers:
+            server.stop()
+    table = render(results, args)
+    print(table)
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    (out / "latest.md").write_text(table)
+    return 0
+
+
+def render(r: dict, args: argparse.Namespace) -> str:
+    rows = []
+
+    def row(what: str, project: float, baseline: float | None, floor: float | None, unit: str, target: str) -> None:
+        vs_baseline = f"{project / baseline:.2f}x" if baseline else ""
+        vs_floor = f"{project / floor:.0%}" if floor else ""
+        base = f"{baseline:.4g} {unit}" if baseline is not None else ""
+        flo = f"{floor:.4g} {unit}" if floor is not None else ""
+        rows.append(f"| {what} | {project:.4g} {unit} | {base} | {vs_baseline} | {flo} | {vs_floor} | {target} |")
+
+    for c in (16, 64):
+        p, b, f = (r[f"predict_c{c}_{n}"] for n in ("project", "baseline", "floor"))
+        row(f"/predict throughput, {c} conn.", p["rps"], b["rps"], f["rps"], "req/s", ">= 3x, >= 70% of floor")
+        row(f"/predict p99, {c} conn.", p["p99_ms"], b["p99_ms"], f["p99_ms"], "ms", "")
+        p, b, f = (r[f"image_c{c}_{n}"] for n in ("project", "baseline", "floor"))
+        row(f"/predict-image throughput, {c} conn.", p["rps"], b["rps"], f["rps"], "req/s", ">= 50x, >= 50% of floor")
+        row(f"/predict-image p99, {c} conn.", p["p99_ms"], b["p99_ms"], f["p99_ms"], "ms", "")
+    ready = r["ready_s"]
+    rows.append(
+        f"| start to ready (project: populated store; baseline: trains on {args.baseline_train_n}) | "
+        f"{ready['project']:.1f} s | {ready['baseline']:.1f} s | {ready['baseline'] / ready['project']:.0f}x "
+        "sooner | | | >= 20x sooner |"
+    )
+    up = r["upload_s"]
+    rows.append(
+        f"| answer to a {args.upload_images}-image upload | {up['project']:.3f} s | {up['baseline']:.3f} s | "
+        f"{up['baseline'] / up['project']:.1f}x sooner | | | >= 10x sooner |"
+    )
+    idle, busy = r["idle_predict_p99"]["p99_ms"], r["training_predict_p99"]["p99_ms"]
+    rows.append(
+        f"| /predict p99 during a retraining job vs idle (16 conn.) | {busy:.2f} ms vs {idle:.2f} ms | | "
+        f"{busy / idle:.2f}x idle | | | <= 2x idle |"
+    )
+    rss = r["peak_rss_mb"]
+    rows.append(
+        f"| peak RSS of the serving process | {rss['project']:.0f} MB | {rss['baseline']:.0f} MB | "
+        f"{rss['project'] / rss['baseline']:.2f}x | | | <= 1x |"
+    )
+    errors = sum(v.get("errors", 0) for v in r.values() if isinstance(v, dict))
+    header = (
+        f"Machine: {r['machine']}; {r['when']}; wrk -t2, {args.duration} s per run; "
+        f"non-2xx or socket errors in all runs: {errors}\n\n"
+        "| measure | project | baseline | project/baseline | floor | project/floor | target |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    return header + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
