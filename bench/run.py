@@ -205,7 +205,7 @@ def main() -> int:
 
         for connections in (16, 64):
             for name, server in (("project", project), ("baseline", baseline), ("floor", floor)):
-                path = "/predict" if name == "floor" else PREDICT_PATH
+                path = PREDICT_PATH.replace("/predict/", "/predict") if name == "floor" else PREDICT_PATH
                 wrk(server.url + path, connections, 2)  # warm-up
                 results[f"predict_c{connections}_{name}"] = wrk(server.url + path, connections, args.duration)
                 image_path = "/predict-image" if name == "floor" else "/predict-image/"

@@ -9,6 +9,7 @@ import numpy as np
 
 from prediction_service.fsutil import write_atomic
 from prediction_service.ml import penguins
+from prediction_service.ml.digit_runtime import OnnxDigitClassifier
 from prediction_service.ml.images import normalize_digit
 from prediction_service.ml.mnist_data import load_mnist
 from prediction_service.provenance import library_versions
@@ -74,10 +75,8 @@ class DigitsKind:
         }
         return store.add_version(self.name, lambda folder: digits.save(model, folder), manifest)
 
-    def load(self, stored: StoredVersion) -> Any:
-        from prediction_service.ml import digits
-
-        return digits.DigitClassifier.load(stored.path)
+    def load(self, stored: StoredVersion) -> OnnxDigitClassifier:
+        return OnnxDigitClassifier.load(stored.path, self.settings.inference_threads)
 
 
 def normalize_all(images: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ from prediction_service.catalog import MNIST, model_kinds
 from prediction_service.decode_pool import DecodePool
 from prediction_service.digit_inference import DigitInference
 from prediction_service.jobs import Job, JobStore
-from prediction_service.ml import tf_runtime
 from prediction_service.ml.archive import ArchiveLimits
 from prediction_service.ml.images import ImageLimits
+from prediction_service.notifications import Notifier
 from prediction_service.registry import Registry
 from prediction_service.retraining.intake import Intake
 from prediction_service.retraining.runner import JobRunner
@@ -43,6 +43,7 @@ class Services:
             max_compression_ratio=settings.max_zip_compression_ratio,
             image=image_limits,
         )
+        self.notifier = Notifier(settings)
         self.intake: Intake | None = None
         self.runner: JobRunner | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -61,7 +62,6 @@ class Services:
             on_outcome=self.refresh_models,
             on_finished=self._job_finished,
         )
-        tf_runtime.limit_threads(settings.inference_threads)
         await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(self.decode_pool.start))
         interrupted = await asyncio.to_thread(self.runner.recover)
         if interrupted:
@@ -79,6 +79,7 @@ class Services:
         if self.runner is not None:
             await self.runner.stop()
         await self.digits.stop()
+        await self.notifier.stop()
         self.decode_pool.stop()
 
     def retraining_ready(self) -> tuple[Intake, JobRunner, JobStore]:
@@ -96,6 +97,7 @@ class Services:
         await asyncio.to_thread(self.registry.refresh)
 
     async def _job_finished(self, job: Job) -> None:
+        self.notifier.job_ended(job)
         metrics.JOBS.labels(job.status).inc()
         if job.started_at and job.finished_at:
             elapsed = datetime.fromisoformat(job.finished_at) - datetime.fromisoformat(job.started_at)

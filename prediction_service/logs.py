@@ -34,11 +34,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value ...`, with the time text made once per second."""
+
+    _second = -1
+    _second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        line = f"{self._second_text},{int(record.msecs):03d} {record.levelname} {record.name}: {record.getMessage()}"
         fields = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
         return line
 
 
@@ -81,6 +91,11 @@ _handler: BufferedStreamHandler | None = None
 def configure(level: str = "INFO", json_lines: bool = False) -> None:
     """Give the service's loggers one stderr handler (idempotent: later calls change its format)."""
     global _handler
+    # The logging HOWTO's "Optimization" switches: records here need no thread, process or caller.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # type: ignore[attr-defined]
     logger = logging.getLogger("prediction_service")
     logger.setLevel(level.upper())
     logger.propagate = False

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # Serving
     reload_interval: float = Field(0.5, gt=0, description="Seconds between checks for a new serving version.")
     batch_max_size: int = Field(64, ge=1, description="Images per inference call.")
-    batch_max_wait_ms: float = Field(1.0, ge=0, description="Wait for more images before an inference call.")
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="Wait for more images before an inference call.")
     batch_queue_size: int = Field(1024, ge=1, description="Images waiting; beyond it: 503.")
     inference_threads: int = Field(1, ge=1, description="TensorFlow threads of the serving process.")
     request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send its body.")
@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     # Notifications
     webhook_urls: Annotated[list[AnyHttpUrl], NoDecode] = Field(default_factory=list)
     webhook_secret: SecretStr | None = None
+    webhook_backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each time.")
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_user: str | None = None

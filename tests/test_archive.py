@@ -1,8 +1,10 @@
 import io
 import stat
 import struct
+import tempfile
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +29,10 @@ def digits(mnist_arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]
 
 
 def read(data: bytes, limits: ArchiveLimits = LIMITS):
-    return read_labelled_zip(io.BytesIO(data), limits)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload.zip"
+        path.write_bytes(data)
+        return read_labelled_zip(path, limits)
 
 
 def zip_of(entries: dict[str, bytes]) -> bytes:
@@ -194,15 +199,15 @@ def test_mixed_layouts_are_refused(digits: tuple[np.ndarray, np.ndarray]) -> Non
 
 
 def test_the_process_pool_decodes_like_this_process() -> None:
-    data = (SAMPLES / "retrain_img.zip").read_bytes()
+    path = SAMPLES / "retrain_img.zip"
     limits = ArchiveLimits(100_000, 2**30, 100, ImageLimits(1_000_000, 1_000_000))
     pool = DecodePool(2, limits.image)
     pool.start()
     try:
-        parallel = read_labelled_zip(io.BytesIO(data), limits, pool.decode_chunks)
+        parallel = read_labelled_zip(path, limits, pool.decode_chunks)
     finally:
         pool.stop()
-    serial = read_labelled_zip(io.BytesIO(data), limits)
+    serial = read_labelled_zip(path, limits)
     assert len(serial.labels) == 1000
     assert (parallel.images == serial.images).all()
     assert (parallel.labels == serial.labels).all()

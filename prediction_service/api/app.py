@@ -15,7 +15,7 @@ from prediction_service.api.middleware import (
     RequestObserver,
     TrailingSlashInsensitive,
 )
-from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service
+from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service, ui
 from prediction_service.api.security import requires_admin
 from prediction_service.container import Services
 from prediction_service.settings import Settings, get_settings
@@ -47,8 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(settings)
     errors.install(app)
-    for router in (service.router, penguins.router, digits.router, jobs.router, models.router, metrics.router):
+    for router in (
+        service.router,
+        penguins.router,
+        digits.router,
+        jobs.router,
+        models.router,
+        metrics.router,
+        ui.router,
+    ):
         app.include_router(router)
+    app.mount("/ui/static", ui.static_files, name="ui-static")
     services: Services = app.state.services
     app.add_middleware(
         BodyLimits,

@@ -19,7 +19,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from pathlib import Path
 
 import numpy as np
 
@@ -31,12 +31,13 @@ ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 LOCAL_HEADER_SIZE = 30
 MAX_LISTED = 10
-CHUNK_IMAGES = 256
+CHUNK_IMAGES = 512
 CHUNK_BYTES = 16 * 1024 * 1024
 
-Chunk = list[tuple[str, bytes]]
+Chunk = list[str]  # entry names
 Decoded = list[np.ndarray | ServiceError]
-DecodeChunks = Callable[[Iterable[Chunk]], Iterator[Decoded]]
+# Turns chunks of entry names of the zip at a path into decoded images, in order.
+DecodeChunks = Callable[[Path, Iterable[Chunk]], Iterator[Decoded]]
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,58 @@ class LabelledImages:
         return {str(digit): counts.get(digit, 0) for digit in range(10)}
 
 
+_worker_archive: dict[tuple[str, int, int], zipfile.ZipFile] = {}
+
+
+def decode_entries(path: Path, names: Chunk, limits: ImageLimits) -> Decoded:
+    """Decode some entries of an already checked zip, by name: the work of a decoding process.
+
+    Each process keeps the last zip it opened, so a big upload's central
+    directory is read once per process, not once per chunk.
+    """
+    status = path.stat()
+    key = (str(path), status.st_ino, status.st_mtime_ns)
+    archive = _worker_archive.get(key)
+    if archive is None:
+        for old in _worker_archive.values():
+            old.close()
+        _worker_archive.clear()
+        archive = _worker_archive[key] = zipfile.ZipFile(path)
+    return _decode_from(archive, names, limits)
+
+
 def decode_in_this_process(limits: ImageLimits) -> DecodeChunks:
-    return lambda chunks: (decode_digits(chunk, limits) for chunk in chunks)
+    def decode(path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
+        with zipfile.ZipFile(path) as archive:
+            for chunk in chunks:
+                yield _decode_from(archive, chunk, limits)
+
+    return decode
 
 
-def read_labelled_zip(
-    file: BinaryIO, limits: ArchiveLimits, decode_chunks: DecodeChunks | None = None
-) -> LabelledImages:
-    """The images (MNIST-style) and labels in the zip `file`; every problem is a ServiceError.
+def _decode_from(archive: zipfile.ZipFile, names: Chunk, limits: ImageLimits) -> Decoded:
+    files, failures = [], {}
+    for name in names:
+        try:
+            files.append((repr(name), archive.read(name)))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError) as error:
+            failures[len(files)] = InvalidInput(f"{name!r} cannot be read from the archive ({error})")
+            files.append((repr(name), b""))
+    decoded = decode_digits(files, limits)
+    for position, failure in failures.items():
+        decoded[position] = failure
+    return decoded
 
-    `decode_chunks` turns chunks of (name, bytes) into arrays; by default in this
-    process, or e.g. a DecodePool's on several cores.
+
+def read_labelled_zip(path: Path, limits: ArchiveLimits, decode_chunks: DecodeChunks | None = None) -> LabelledImages:
+    """The images (MNIST-style) and labels in the zip at `path`; every problem is a ServiceError.
+
+    `decode_chunks` decodes the images, chunk by chunk: by default in this
+    process, or e.g. with a DecodePool, whose worker processes read the zip
+    themselves.
     """
     decode_chunks = decode_chunks or decode_in_this_process(limits.image)
-    archive = _open(file)
+    archive = _open(path)
     with archive:
         entries = _checked_entries(archive, limits)
         images = [entry for entry in entries if _suffix(entry) in IMAGE_SUFFIXES]
@@ -95,20 +134,17 @@ def read_labelled_zip(
             ordered = sorted(images, key=lambda entry: entry.filename)
             labels = _labels_from_text(archive, entries, len(ordered))
             layout = "labels file"
-        decoded = _decode_all(archive, ordered, decode_chunks)
+    decoded = _decode_all(path, ordered, decode_chunks)
     return LabelledImages(decoded, labels, layout)
 
 
-def _open(file: BinaryIO) -> zipfile.ZipFile:
-    file.seek(0)
-    head = file.read(4)
-    file.seek(0)
-    if not head:
+def _open(path: Path) -> zipfile.ZipFile:
+    if path.stat().st_size == 0:
         raise InvalidInput("the upload is empty: send a .zip of labelled PNG images")
-    if not zipfile.is_zipfile(file):
+    if not zipfile.is_zipfile(path):
         raise UnsupportedMediaType("the upload is not a zip archive: send a .zip of labelled PNG images")
     try:
-        return zipfile.ZipFile(file)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
         raise InvalidInput(f"the zip archive is corrupt ({error}): create it again") from error
 
@@ -245,33 +281,23 @@ def _labels_from_text(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], 
     return np.array(labels, dtype=np.uint8)
 
 
-def _decode_all(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], decode_chunks: DecodeChunks) -> np.ndarray:
+def _decode_all(path: Path, entries: list[zipfile.ZipInfo], decode_chunks: DecodeChunks) -> np.ndarray:
     decoded = np.empty((len(entries), 28, 28), dtype=np.uint8)
+    chunks: list[Chunk] = []
+    chunk: Chunk = []
+    size = 0
+    for entry in entries:
+        chunk.append(entry.filename)
+        size += entry.file_size
+        if len(chunk) >= CHUNK_IMAGES or size >= CHUNK_BYTES:
+            chunks.append(chunk)
+            chunk, size = [], 0
+    if chunk:
+        chunks.append(chunk)
     failures: list[ServiceError] = []
-    unreadable: dict[str, ServiceError] = {}
-
-    def chunks() -> Iterator[Chunk]:
-        chunk: Chunk = []
-        size = 0
-        for entry in entries:
-            try:
-                data = archive.read(entry)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
-                unreadable[entry.filename] = InvalidInput(f"{entry.filename!r} cannot be read ({error})")
-                data = b""
-            chunk.append((repr(entry.filename), data))
-            size += len(data)
-            if len(chunk) >= CHUNK_IMAGES or size >= CHUNK_BYTES:
-                yield chunk
-                chunk, size = [], 0
-        if chunk:
-            yield chunk
-
-    outcomes = itertools.chain.from_iterable(decode_chunks(chunks()))
-    for index, (entry, outcome) in enumerate(zip(entries, outcomes, strict=True)):
-        if entry.filename in unreadable:
-            failures.append(unreadable[entry.filename])
-        elif isinstance(outcome, ServiceError):
+    outcomes = itertools.chain.from_iterable(decode_chunks(path, chunks))
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, ServiceError):
             failures.append(outcome)
         else:
             decoded[index] = outcome

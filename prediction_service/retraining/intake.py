@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from prediction_service.jobs import Job, JobStore, new_job_id
@@ -39,13 +40,15 @@ class Intake:
 
     def accept(self, model: str, file: BinaryIO, filename: str | None) -> Job:
         """Blocking (run it in a thread). Raises a ServiceError saying what to fix."""
-        data = read_labelled_zip(file, self.limits, self.decode_chunks)
+        with self.uploads.incoming() as path:
+            size, sha256 = _copy_and_hash(file, path)
+            data = read_labelled_zip(path, self.limits, self.decode_chunks)
         job_id = new_job_id()
         upload = {
             "id": job_id,
             "filename": (filename or "")[:200],
-            "bytes": _size(file),
-            "sha256": _sha256(file),
+            "bytes": size,
+            "sha256": sha256,
             "images": len(data.labels),
             "layout": data.layout,
             "label_counts": data.label_counts(),
@@ -57,14 +60,14 @@ class Intake:
         return job
 
 
-def _size(file: BinaryIO) -> int:
-    file.seek(0, 2)
-    return file.tell()
-
-
-def _sha256(file: BinaryIO) -> str:
-    file.seek(0)
+def _copy_and_hash(source: BinaryIO, path: Path) -> tuple[int, str]:
+    """Copy the received upload to `path` (a name the service made), hashing it on the way."""
+    source.seek(0)
     digest = hashlib.sha256()
-    for chunk in iter(lambda: file.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
+    size = 0
+    with path.open("wb") as target:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+            target.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()

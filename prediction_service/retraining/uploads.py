@@ -4,6 +4,8 @@ import io
 import json
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,22 @@ from prediction_service.ml.archive import LabelledImages
 DATASET = "dataset.npz"
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
+INCOMING_PREFIX = ".incoming-"
 
 
 class UploadStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @contextmanager
+    def incoming(self) -> Iterator[Path]:
+        """A path, named by the service, to put a received zip while it is checked; removed afterwards."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{INCOMING_PREFIX}{uuid.uuid4().hex}.zip"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def save(self, upload_id: str, data: LabelledImages, manifest: dict[str, Any]) -> None:
         """Write the dataset and its manifest to a temporary folder, fsync, rename into place."""
@@ -55,3 +68,5 @@ class UploadStore:
             for entry in self.root.iterdir():
                 if entry.name.startswith(TMP_PREFIX):
                     shutil.rmtree(entry, ignore_errors=True)
+                elif entry.name.startswith(INCOMING_PREFIX):
+                    entry.unlink(missing_ok=True)

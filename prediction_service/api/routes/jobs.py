@@ -1,8 +1,12 @@
 """Retraining: upload labelled images, then follow the job."""
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import ServicesDep
@@ -10,7 +14,8 @@ from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import JobInfo, JobList
 from prediction_service.api.security import AdminDep
 from prediction_service.catalog import MNIST
-from prediction_service.jobs import Job
+from prediction_service.container import Services
+from prediction_service.jobs import QUEUED, RUNNING, Job
 
 router = APIRouter(tags=["retraining"])
 
@@ -87,3 +92,47 @@ async def retry_job(job_id: JobId, services: ServicesDep, background_tasks: Back
     job = await run_in_threadpool(jobs.retry, job_id)
     background_tasks.add_task(runner.kick)
     return job_info(job)
+
+
+EVENT_POLL_SECONDS = 0.5
+EVENT_STREAM_SECONDS = 30  # then the browser's EventSource reconnects by itself
+HEARTBEAT_SECONDS = 10
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="A retraining job's progress as server-sent events",
+    description="`event: job` with the job (as GET /jobs/{job_id}) whenever it changes, and `event: end` once it "
+    "is final. Streams last at most 30 s; an EventSource reconnects by itself.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}, **error_responses(404, 422)},
+)
+async def job_events(job_id: JobId, services: ServicesDep) -> StreamingResponse:
+    first = await run_in_threadpool(services.job_store().get, job_id)  # 404 before the stream starts
+    return StreamingResponse(
+        _job_events(services, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _job_events(services: Services, job: Job) -> AsyncIterator[str]:
+    jobs = services.job_store()
+    started = last_sent = time.monotonic()
+    previous = None
+    while True:
+        payload = job_info(job).model_dump_json()
+        if payload != previous:
+            previous, last_sent = payload, time.monotonic()
+            yield f"event: job\ndata: {payload}\n\n"
+        if job.status not in (QUEUED, RUNNING):
+            await services.refresh_models()
+            yield "event: end\ndata: {}\n\n"
+            return
+        if time.monotonic() - started > EVENT_STREAM_SECONDS:
+            return
+        if time.monotonic() - last_sent > HEARTBEAT_SECONDS:
+            last_sent = time.monotonic()
+            yield ": still running\n\n"
+        await asyncio.sleep(EVENT_POLL_SECONDS)
+        job = await run_in_threadpool(jobs.get, job.id)

@@ -1,0 +1,134 @@
+"""Job notifications, received by a real HTTP server and a real SMTP server on loopback."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from conftest import AUTH, SAMPLES, make_settings, wait_for_job
+from fastapi.testclient import TestClient
+from servers import free_port
+
+from prediction_service.api.app import create_app
+
+SECRET = "webhook-secret"
+
+
+class Receiver(ThreadingHTTPServer):
+    """Answers the first POST with 503 (so the service must retry), then 200; keeps what it got."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.attempts = 0
+        super().__init__(("127.0.0.1", 0), ReceiverHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/jobs"
+
+
+class ReceiverHandler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.attempts += 1
+        if self.server.attempts == 1:
+            self.send_response(503)
+        else:
+            self.server.received.append((dict(self.headers), body))
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(envelope.content.decode())
+        return "250 OK"
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield box, controller.port
+    controller.stop()
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_a_finished_job_is_announced_by_signed_webhook_and_email(
+    model_dir: Path, receiver: Receiver, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, smtp_port = mailbox
+    dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    settings = make_settings(
+        model_dir,
+        webhook_urls=[receiver.url, dead_url],
+        webhook_secret=SECRET,
+        webhook_backoff_seconds=0.05,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        notify_email_to=["ops@example.com"],
+    )
+    with TestClient(create_app(settings)) as client:
+        upload = client.post("/upload-images", files={"file": (SAMPLES / "retrain_img.zip").read_bytes()}, headers=AUTH)
+        job = wait_for_job(client, upload.json()["job_id"])  # a dead receiver does not hold the job up
+        assert job["status"] == "succeeded"
+        wait_until(lambda: receiver.received and box.messages)
+
+    headers, body = receiver.received[0]
+    assert receiver.attempts == 2  # retried after the 503
+    payload = json.loads(body)
+    assert payload["job_id"] == job["job_id"]
+    assert payload["status"] == "succeeded"
+    assert payload["new_version"] == 2
+    assert payload["serving_version"] == 1
+    assert payload["new_accuracy"] == job["result"]["holdout_accuracy"]
+    assert payload["serving_accuracy"] == job["result"]["serving_accuracy"]
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Signature-SHA256"], expected)
+    [message] = box.messages
+    assert "Subject: Retraining job" in message
+    assert "succeeded" in message
+    assert job["job_id"] in message
+
+
+def test_without_settings_nothing_is_sent(client: TestClient, receiver: Receiver) -> None:
+    job = wait_for_job(
+        client,
+        client.post("/upload-images", files={"file": (SAMPLES / "retrain_img.zip").read_bytes()}, headers=AUTH).json()[
+            "job_id"
+        ],
+    )
+    assert job["status"] == "succeeded"
+    time.sleep(0.5)
+    assert receiver.attempts == 0
