@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     batch_queue_size: int = Field(1024, ge=1, description="Images waiting; beyond it: 503.")
     inference_threads: int = Field(1, ge=1, description="TensorFlow threads of the serving process.")
     request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send its body.")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client may take to send its request headers.")
 
     # Logs
     log_level: str = "INFO"

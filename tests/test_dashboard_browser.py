@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from browser import offline_page, screenshot
 from conftest import SAMPLES, TOKEN
+from playwright.sync_api import expect
 from servers import running_server
 from test_server_processes import quick_env
 
@@ -42,7 +43,7 @@ def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
         page.fill("#bill", "40.3")
         page.fill("#flipper", "195")
         page.click("#penguin-form button")
-        page.wait_for_function("document.querySelector('#species').textContent === 'Adelie'")
+        expect(page.locator("#species")).to_have_text("Adelie")
         assert page.locator("#species-bars .bar").count() == 3
         page.fill("#bill", "-4")
         page.click("#penguin-form button")
@@ -51,14 +52,14 @@ def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
 
         # Draw a 7: a bar across the top, then a stroke down to the lower left.
         draw(page, [[(70, 60), (210, 60), (130, 235)]])
-        page.wait_for_function("document.querySelector('#digit').textContent === '7'", timeout=15_000)
+        expect(page.locator("#digit")).to_have_text("7", timeout=15_000)
         assert page.locator("#digit-bars .bar").count() == 10
         assert "model version 1" in page.inner_text("#digit-detail")
         screenshot(page, "dashboard-try-it.png")
 
         # An image file through the picker.
         page.set_input_files("#image-input", str(SAMPLES / "digit_dark_on_light.jpg"))
-        page.wait_for_function("document.querySelector('#digit').textContent === '9'", timeout=15_000)
+        expect(page.locator("#digit")).to_have_text("9", timeout=15_000)
 
         # Training: refused without the token, in the API's words; then with it, curves that grow.
         page.set_input_files("#zip-input", str(SAMPLES / "retrain_img.zip"))
@@ -69,7 +70,7 @@ def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
         page.set_input_files("#zip-input", [])
         page.set_input_files("#zip-input", str(SAMPLES / "retrain_img.zip"))
         page.wait_for_selector("#job:not([hidden])")
-        page.wait_for_function("document.querySelectorAll('#loss-chart circle.train').length >= 1", timeout=90_000)
+        page.locator("#loss-chart circle.train").first.wait_for(timeout=90_000)
         seen = {chart_points(page)}
         deadline = time.monotonic() + 120
         while "succeeded" not in page.inner_text("#job-status") and time.monotonic() < deadline:
@@ -87,6 +88,6 @@ def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
         page.click("#models table[data-model=mnist] tr[data-version='1'] button.activate")
         page.wait_for_selector("#models table[data-model=mnist] tr.serving[data-version='1']")
         page.click("#predict-drawing")
-        page.wait_for_function("document.querySelector('#digit-detail').textContent.includes('model version 1')")
+        expect(page.locator("#digit-detail")).to_contain_text("model version 1")
         screenshot(page, "dashboard.png")
         assert outside == []

@@ -65,6 +65,7 @@ def receiver():
     thread.start()
     yield server
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from prediction_service.api.middleware import (
 )
 from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service, ui
 from prediction_service.api.security import requires_admin
+from prediction_service.api.slow_clients import install_header_timeout
 from prediction_service.container import Services
 from prediction_service.settings import Settings, get_settings
 
@@ -36,6 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings.log_level, settings.json_logs)
+    install_header_timeout(settings.header_timeout)
     # Docs assets are served from the fastapi-offline package: /docs works without the internet.
     app = FastAPIOffline(
         title=service.NAME,

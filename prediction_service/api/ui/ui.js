@@ -84,7 +84,9 @@ async function refreshModels() {
         row.insertCell().textContent = `${version.version}${version.serving ? " (serving)" : ""}`;
         row.insertCell().textContent = percent(accuracy);
         row.insertCell().textContent = version.created_at.replace("T", " ").replace("+00:00", " UTC");
-        row.insertCell().textContent = version.training_data.description || version.source || "";
+        const origin = row.insertCell();
+        origin.className = "origin";
+        origin.textContent = version.training_data.description || version.source || "";
         row.insertCell().textContent = version.gate ? (version.gate.passed ? "passed" : "rejected") : "";
         const action = row.insertCell();
         if (!version.serving) {
@@ -152,7 +154,9 @@ function showJob(job) {
   status.className = `badge ${job.status}`;
   const progress = job.progress || {};
   const parts = [];
-  if (progress.stage) parts.push(`stage: ${progress.stage}`);
+  const finished = !["queued", "running"].includes(job.status);
+  if (finished && job.finished_at) parts.push(`finished ${job.finished_at.replace("T", " ").replace("+00:00", " UTC")}`);
+  else if (progress.stage) parts.push(`stage: ${progress.stage}`);
   if (progress.epochs) parts.push(`epoch ${progress.epoch || 0} of ${progress.epochs}`);
   if (typeof progress.eta_seconds === "number" && job.status === "running") parts.push(`ETA ${Math.round(progress.eta_seconds)} s`);
   if (typeof progress.loss === "number") parts.push(`loss ${progress.loss.toFixed(4)}`);
@@ -276,6 +280,8 @@ async function predictDigit(blob, name) {
     showError("digit-error", null);
   } catch (error) {
     $("digit").textContent = "–";
+    $("digit-detail").textContent = "";
+    $("digit-bars").replaceChildren();
     showError("digit-error", error);
   }
 }
@@ -352,6 +358,9 @@ function setUpPenguinForm() {
       showError("penguin-error", null);
     } catch (error) {
       $("species").textContent = "–";
+      $("species-detail").textContent = "";
+      $("species-bars").replaceChildren();
+      $("penguin-warnings").hidden = true;
       showError("penguin-error", error);
     }
   });
