@@ -56,3 +56,27 @@ def test_several_images_in_order_with_per_file_errors(client: TestClient, mnist_
     one = client.post("/predict-image", files={"file": ("a.png", png_bytes(digits[0]))}).json()
     assert answers[0]["result"] == one["result"]
     assert np.allclose(answers[0]["probabilities"], one["probabilities"], atol=1e-5)
+
+
+def test_a_batch_of_only_bad_rows_is_answered_row_by_row(client: TestClient) -> None:
+    answers = client.post("/predict", json=[{}, {"bill_length_mm": "x"}]).json()
+    assert [answer["result"] for answer in answers] == [None, None]
+    assert all(answer["error"] for answer in answers)
+
+
+def test_image_parts_sent_without_a_file_name_are_read_too(client: TestClient, mnist_arrays: dict) -> None:
+    image = png_bytes(mnist_arrays["x_test"][0])
+    boundary = "xyz"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        "/predict-images", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert response.status_code == 200
+    [answer] = response.json()
+    assert answer["status"] == 200
+    assert answer["filename"] is None
+    assert answer["result"] in "0123456789"

@@ -78,4 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))
     app.add_middleware(RequestObserver)  # inside the slash rewrite: it sees the matched route
     app.add_middleware(TrailingSlashInsensitive)
+    document_configured_limits(app, settings)
     return app
+
+
+def document_configured_limits(app: FastAPI, settings: Settings) -> None:
+    """Put limits that are settings (MAX_BATCH_ITEMS) into the OpenAPI schema, as configured."""
+    make_schema = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = make_schema()
+            batch = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            batch["maxItems"] = settings.max_batch_items
+            form = schema["paths"]["/predict-images"]["post"]["requestBody"]["content"]["multipart/form-data"]
+            form_schema = schema["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[-1]]
+            form_schema["properties"]["files"]["maxItems"] = settings.max_batch_items
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -5,9 +5,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from prediction_service.errors import ServiceError
 
@@ -18,8 +20,21 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+
+
+class UnprocessableResponse(BaseModel):
+    """422: either FastAPI's list of bad fields, or one message about the content (e.g. the zip)."""
+
+    detail: list[FieldError] | str
+
+
 ERROR_DESCRIPTIONS = {
-    400: "The request could not be read.",
+    400: "The request body could not be read (e.g. malformed multipart data).",
     401: "Missing or malformed `Authorization: Bearer <admin token>` header.",
     403: "The admin token is wrong.",
     404: "No such resource.",
@@ -36,9 +51,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error codes a route can answer with."""
     responses: dict[int | str, dict[str, Any]] = {}
     for code in codes:
-        if code == 422:
-            continue  # FastAPI documents 422 itself (HTTPValidationError) for routes with parameters
-        responses[code] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]}
+        model = UnprocessableResponse if code == 422 else ErrorResponse
+        responses[code] = {"model": model, "description": ERROR_DESCRIPTIONS[code]}
     return responses
 
 
@@ -88,7 +102,25 @@ async def unexpected_error_handler(request: Request, error: Exception) -> JSONRe
     )
 
 
+async def http_error_handler(request: Request, error: Exception) -> Response:
+    """Starlette's HTTP errors as JSON; a 405 lists every method the path has, not one route's."""
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    detail = error.detail
+    if error.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "the request body could not be parsed: send UTF-8 JSON or multipart/form-data, as documented"
+    if error.status_code == 405:
+        methods = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and getattr(route, "methods", None):
+                methods |= route.methods
+        headers["Allow"] = ", ".join(sorted(methods))
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

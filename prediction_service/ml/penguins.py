@@ -151,6 +151,8 @@ class PenguinClassifier:
         )
 
     def predict_many(self, rows: list[tuple[float, float]]) -> list[PenguinPrediction]:
+        if not rows:
+            return []
         probabilities = self.probabilities(np.array(rows, dtype=np.float64).reshape(-1, 2))
         return [
             PenguinPrediction(

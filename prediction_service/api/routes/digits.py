@@ -1,8 +1,9 @@
 """The handwritten digit in an uploaded image."""
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from prediction_service import metrics
@@ -15,6 +16,12 @@ from prediction_service.digit_inference import DigitResult
 from prediction_service.errors import InvalidInput, ServiceError
 
 router = APIRouter(tags=["digits"])
+IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/webp"
+
+
+def image_parts(field: str) -> dict:
+    """Document the media types the file parts may have (the schema alone says only 'binary')."""
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": {field: {"contentType": IMAGE_TYPES}}}}}}
 
 
 def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
@@ -35,12 +42,13 @@ def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
     "and colour mode, dark on light or light on dark. It is converted to what the model was trained on "
     "(28x28 grey, light digit on dark, centred like MNIST's digits).",
     response_model=DigitPrediction,
-    responses=error_responses(413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 503),
+    openapi_extra=image_parts("file"),
 )
 async def predict_image(file: UploadFile, request: Request) -> JSONResponse:
     # The hottest route: services straight from the app, and the answer built directly (its shape
     # is DigitPrediction, checked by the tests), not validated again by FastAPI.
-    result = await _predict_upload(request.app.state.services, file)
+    result = await _predict(request.app.state.services, file.filename, await file.read())
     request.state.model_version = result.model_version
     metrics.PREDICTIONS.labels(MNIST, result.model_version, result.digit).inc()
     return JSONResponse(
@@ -54,9 +62,15 @@ async def predict_image(file: UploadFile, request: Request) -> JSONResponse:
     )
 
 
-async def _predict_upload(services: Services, file: UploadFile) -> DigitResult:
-    name = repr(file.filename) if file.filename else "the file"
-    return await services.digits.predict(await file.read(), name)
+async def _predict(services: Services, filename: str | None, data: bytes) -> DigitResult:
+    return await services.digits.predict(data, repr(filename) if filename else "the file")
+
+
+async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
+    """A multipart part's file name and bytes; a part sent without a file name arrives as text."""
+    if isinstance(part, str):
+        return None, part.encode("latin-1" if max(part, default="\0") <= "\xff" else "utf-8")
+    return part.filename, await part.read()
 
 
 @router.post(
@@ -64,19 +78,23 @@ async def _predict_upload(services: Services, file: UploadFile) -> DigitResult:
     summary="Predict the digits in several images",
     description="Multipart field `files`, repeated: up to MAX_BATCH_ITEMS images. Answers a list in upload "
     "order; a file that cannot be read gets its own `error` (and `status`), the others are still answered.",
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(400, 413, 422, 503),
+    openapi_extra=image_parts("files"),
 )
-async def predict_images(files: list[UploadFile], services: ServicesDep, settings: SettingsDep) -> list[DigitBatchItem]:
+async def predict_images(
+    files: Annotated[list[UploadFile | str], File(min_length=1)], services: ServicesDep, settings: SettingsDep
+) -> list[DigitBatchItem]:
     services.digits.check_available()
     if len(files) > settings.max_batch_items:
         raise InvalidInput(f"{len(files)} files in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
-    outcomes = await asyncio.gather(*(_predict_upload(services, file) for file in files), return_exceptions=True)
+    parts = [await _part(file) for file in files]
+    outcomes = await asyncio.gather(*(_predict(services, name, data) for name, data in parts), return_exceptions=True)
     answers = []
-    for file, outcome in zip(files, outcomes, strict=True):
+    for (name, _), outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
-            answers.append(DigitBatchItem(filename=file.filename, error=outcome.detail, status=outcome.status_code))
+            answers.append(DigitBatchItem(filename=name, error=outcome.detail, status=outcome.status_code))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            answers.append(DigitBatchItem(**as_response(outcome, file.filename).model_dump()))
+            answers.append(DigitBatchItem(**as_response(outcome, name).model_dump()))
     return answers

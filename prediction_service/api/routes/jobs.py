@@ -19,6 +19,7 @@ from prediction_service.jobs import QUEUED, RUNNING, Job
 
 router = APIRouter(tags=["retraining"])
 
+ZIP = "application/zip"
 JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="A job id, as POST /upload-images answered it.")]
 
 
@@ -51,7 +52,8 @@ def job_info(job: Job) -> JobInfo:
     "job's id; GET the `status_url` to follow it. The new version serves only if its hold-out accuracy is "
     "at most RETRAIN_GATE_MARGIN below the serving version's.",
     dependencies=[AdminDep],
-    responses=error_responses(401, 403, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": ZIP}}}}}},
 )
 async def upload_images(
     file: UploadFile, background_tasks: BackgroundTasks, services: ServicesDep, response: Response
@@ -105,7 +107,7 @@ HEARTBEAT_SECONDS = 10
     description="`event: job` with the job (as GET /jobs/{job_id}) whenever it changes, and `event: end` once it "
     "is final. Streams last at most 30 s; an EventSource reconnects by itself.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}, **error_responses(404, 422)},
+    responses={200: {"content": {"text/event-stream": {"schema": {}}}}, **error_responses(404, 422)},
 )
 async def job_events(job_id: JobId, services: ServicesDep) -> StreamingResponse:
     first = await run_in_threadpool(services.job_store().get, job_id)  # 404 before the stream starts

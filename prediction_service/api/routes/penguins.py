@@ -67,6 +67,7 @@ _penguin_input = TypeAdapter(PenguinInput)
 BatchBody = Annotated[
     list[Any],
     Body(
+        min_length=1,
         description="Penguins as objects with `bill_length_mm` and `flipper_length_mm` (finite, > 0); at most "
         "MAX_BATCH_ITEMS of them.",
         examples=[
@@ -81,11 +82,9 @@ BatchBody = Annotated[
     summary="Predict the species of many penguins",
     description="Answers a list in input order; a row that cannot be predicted gets its own `error` and the "
     "others are still answered.",
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(400, 413, 422, 503),
 )
 async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: SettingsDep) -> list[PenguinBatchItem]:
-    if not rows:
-        raise InvalidInput("the list is empty: send at least one penguin")
     if len(rows) > settings.max_batch_items:
         raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
     served = registry.get(PENGUINS)
