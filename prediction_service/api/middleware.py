@@ -165,6 +165,8 @@ class PageSecurityHeaders:
 
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Names this worker process in responses (X-Worker) and logs: which of several workers answered.
+WORKER_ID = os.urandom(4).hex().encode()
 request_log = logging.getLogger("prediction_service.requests")
 
 
@@ -189,7 +191,12 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                headers = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-worker", WORKER_ID),
+                ]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -1,0 +1,199 @@
+"""A bounded load test with a retraining job published halfway, on several workers.
+
+    python scripts/load_with_retrain.py [--duration 60] [--connections 64] [--workers 2]
+
+Starts `fastapi run --workers N` on loopback with a trained MODEL_DIR, then keeps `connections`
+clients busy with a mix of GET /predict and POST /predict-image for `duration` seconds. Halfway
+it uploads samples/retrain_img.zip; the job's version is published while the load goes on.
+Every answer's X-Worker header says which worker process gave it. Checks:
+- zero errors and zero 5xx (every answer 200);
+- per worker, the digit model_version never goes down;
+- every worker answers with the new version within 2 s of the pointer moving.
+Prints the figures; exits 1 if a check fails. Needs ../shared/data/mnist-small.npz.
+"""
+
+import argparse
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_SMALL = ROOT.parent / "shared" / "data" / "mnist-small.npz"
+TOKEN = "load-test-token"
+SWITCH_LIMIT = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, str, int, int | None, str]] = []  # time, worker, status, version, kind
+        self.errors: list[str] = []
+
+
+async def client(http: httpx.AsyncClient, url: str, stop: float, record: Recorder, image: bytes, index: int) -> None:
+    turn = index
+    while time.monotonic() < stop:
+        turn += 1
+        kind = "image" if turn % 2 else "penguin"
+        try:
+            if kind == "image":
+                response = await http.post(f"{url}/predict-image", files={"file": ("d.png", image)})
+            else:
+                response = await http.get(f"{url}/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195})
+        except httpx.HTTPError as error:
+            record.errors.append(f"{kind}: {type(error).__name__}: {error}")
+            continue
+        version = response.json().get("model_version") if response.status_code == 200 else None
+        record.answers.append(
+            (time.monotonic(), response.headers.get("x-worker", "?"), response.status_code, version, kind)
+        )
+
+
+async def watch_pointer(pointer: Path, stop: float) -> float | None:
+    """The moment the digit model's serving pointer changes (the job published)."""
+    first = os.stat(pointer).st_mtime_ns
+    while time.monotonic() < stop:
+        if os.stat(pointer).st_mtime_ns != first:
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    return None
+
+
+async def run(url: str, model_dir: Path, duration: float, connections: int) -> dict:
+    record = Recorder()
+    image = (ROOT / "samples" / "test_img0.png").read_bytes()
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    started = time.monotonic()
+    stop = started + duration
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        workers = [asyncio.create_task(client(http, url, stop, record, image, n)) for n in range(connections)]
+        await asyncio.sleep(duration / 2)
+        watcher = asyncio.create_task(watch_pointer(model_dir / "mnist" / "serving.json", stop))
+        with (ROOT / "samples" / "retrain_img.zip").open("rb") as archive:
+            upload = await http.post(
+                f"{url}/upload-images", files={"file": archive}, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+        published_at = await watcher
+        await asyncio.gather(*workers)
+        job = (await http.get(f"{url}/jobs/{upload.json()['job_id']}")).json()
+    return {"record": record, "published_at": published_at, "started": started, "job": job, "upload": upload}
+
+
+def analyse(result: dict, duration: float) -> list[str]:
+    record: Recorder = result["record"]
+    problems = [f"{len(record.errors)} request errors, e.g. {record.errors[:3]}"] if record.errors else []
+    statuses = defaultdict(int)
+    for _, _, status, _, _ in record.answers:
+        statuses[status] += 1
+    if set(statuses) != {200}:
+        problems.append(f"answers other than 200: {dict(statuses)}")
+    by_worker: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for moment, worker, status, version, kind in record.answers:
+        if status == 200 and kind == "image":
+            by_worker[worker].append((moment, version))
+    for worker, seen in by_worker.items():
+        versions = [version for _, version in sorted(seen)]
+        if any(later < earlier for earlier, later in itertools.pairwise(versions)):
+            problems.append(f"worker {worker}: model_version went down: {versions}")
+    published_at = result["published_at"]
+    switches = {}
+    if published_at is None:
+        problems.append(f"the job did not publish during the run: {result['job'].get('status')}")
+    else:
+        new_version = result["job"]["result"]["version"]
+        for worker, seen in by_worker.items():
+            first_new = min((moment for moment, version in seen if version == new_version), default=None)
+            if first_new is None:
+                problems.append(f"worker {worker} never served version {new_version}")
+                continue
+            switches[worker] = first_new - published_at
+            if switches[worker] > SWITCH_LIMIT:
+                problems.append(
+                    f"worker {worker} served version {new_version} {switches[worker]:.2f} s after publishing"
+                )
+    total = len(record.answers)
+    print(
+        f"{total} answers in {duration:.0f} s ({total / duration:.0f}/s) from {len(by_worker)} workers; "
+        f"statuses {dict(statuses)}; errors {len(record.errors)}"
+    )
+    if published_at is not None:
+        print(
+            f"published {published_at - result['started']:.1f} s into the run; each worker on the new version "
+            f"after: " + ", ".join(f"{worker} {delay:+.2f} s" for worker, delay in switches.items())
+        )
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="load-test-"))
+    model_dir = work / "model_store"
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "MNIST_DATA": str(MNIST_SMALL),
+        "MNIST_TRAIN_SIZE": "4000",
+        "MNIST_EPOCHS": "2",
+        "RETRAIN_EPOCHS": "2",
+        "ADMIN_TOKEN": TOKEN,
+    }
+    print(f"work folder: {work}; training the first versions ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "prediction_service", "train"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    port = free_port()
+    log = (work / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(args.workers)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                print(f"the server did not start; see {work / 'server.log'}")
+                return 1
+            time.sleep(0.2)
+        time.sleep(2)  # every worker up, not just the first
+        result = asyncio.run(run(url, model_dir, args.duration, args.connections))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+    problems = analyse(result, args.duration)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    print("load test passed" if not problems else f"load test failed; server log: {work / 'server.log'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
