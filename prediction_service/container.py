@@ -11,7 +11,7 @@ from prediction_service.decode_pool import DecodePool
 from prediction_service.digit_inference import DigitInference
 from prediction_service.jobs import Job, JobStore
 from prediction_service.ml.archive import ArchiveLimits
-from prediction_service.ml.images import ImageLimits
+from prediction_service.ml.images import ImageLimits, warm_up
 from prediction_service.notifications import Notifier
 from prediction_service.registry import Registry
 from prediction_service.retraining.intake import Intake
@@ -62,7 +62,11 @@ class Services:
             on_outcome=self.refresh_models,
             on_finished=self._job_finished,
         )
-        await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(self.decode_pool.start))
+        await asyncio.gather(
+            asyncio.to_thread(self.registry.start),
+            asyncio.to_thread(self.decode_pool.start),
+            asyncio.to_thread(warm_up),
+        )
         interrupted = await asyncio.to_thread(self.runner.recover)
         if interrupted:
             log.warning("jobs interrupted by the last stop: %s (POST /jobs/{id}/retry)", ", ".join(interrupted))

@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from prediction_service.ml.archive import Chunk, Decoded, decode_entries
-from prediction_service.ml.images import ImageLimits
+from prediction_service.ml.images import ImageLimits, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class DecodePool:
         context.set_forkserver_preload(["prediction_service.ml.archive"])
         self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
         try:
-            # Start the processes now rather than at the first upload.
-            for future in [self._executor.submit(int) for _ in range(self.processes)]:
+            # Start the processes, and their image decoders, now rather than at the first upload.
+            for future in [self._executor.submit(warm_up) for _ in range(self.processes)]:
                 future.result(timeout=60)
         except Exception:  # e.g. a __main__ that child processes cannot import
             log.exception("decoding processes did not start; uploads are decoded in the server process")

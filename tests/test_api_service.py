@@ -50,3 +50,10 @@ def test_models_lists_versions_with_metrics(client: TestClient) -> None:
     assert version["created_at"]
     assert 0.9 <= version["metrics"]["test_accuracy"] <= 1
     assert 0.5 <= models["mnist"]["versions"][0]["metrics"]["holdout_accuracy"] <= 1
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    response = client.put("/predict")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert client.delete("/models").headers["allow"] == "GET"

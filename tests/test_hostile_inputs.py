@@ -260,3 +260,17 @@ def test_a_multipart_body_cut_off_mid_stream(server) -> None:
     assert httpx.get(f"{server.url}/jobs").json()["jobs"] == []
     uploads = server.model_dir / "uploads"
     assert not uploads.exists() or list(uploads.iterdir()) == []  # nothing half-stored
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(server) -> None:
+    sock = raw_connection(server.url)
+    sock.sendall(
+        b"POST /upload-images HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 50000000\r\n\r\n"
+    )  # 50 MB announced, none of it sent
+    started = time.monotonic()
+    answer = read_all(sock, 2)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
+    assert time.monotonic() - started < 2

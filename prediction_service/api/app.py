@@ -16,7 +16,7 @@ from prediction_service.api.middleware import (
     TrailingSlashInsensitive,
 )
 from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service, ui
-from prediction_service.api.security import requires_admin
+from prediction_service.api.security import admin_paths
 from prediction_service.api.slow_clients import install_header_timeout
 from prediction_service.container import Services
 from prediction_service.settings import Settings, get_settings
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(
         AuthBeforeBody,
-        protected=[route.path_regex for route in app.routes if requires_admin(route)],
+        protected=admin_paths(app),
         check=services.admin_token.check_header,
     )
     app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -110,10 +110,12 @@ async def http_error_handler(request: Request, error: Exception) -> Response:
     if error.status_code == 400 and detail == "There was an error parsing the body":
         detail = "the request body could not be parsed: send UTF-8 JSON or multipart/form-data, as documented"
     if error.status_code == 405:
-        methods = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "GET"})
-            if match != Match.NONE and getattr(route, "methods", None):
+        methods: set[str] = set()
+        for route in iter_route_contexts(request.app.routes):
+            if (
+                route.methods
+                and route.route.matches({**request.scope, "method": next(iter(route.methods))})[0] == Match.FULL
+            ):
                 methods |= route.methods
         headers["Allow"] = ", ".join(sorted(methods))
     return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)

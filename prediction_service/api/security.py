@@ -1,8 +1,10 @@
 """The admin-token dependency; it also puts the Authorize button in Swagger UI."""
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 bearer = HTTPBearer(
@@ -18,6 +20,11 @@ async def require_admin(request: Request, _: Annotated[HTTPAuthorizationCredenti
 AdminDep = Depends(require_admin)
 
 
-def requires_admin(route: object) -> bool:
-    dependant = getattr(route, "dependant", None)
-    return dependant is not None and any(dep.call is require_admin for dep in dependant.dependencies)
+def admin_paths(app: FastAPI) -> list[re.Pattern[str]]:
+    """The path patterns of every route that needs the admin token (including included routers)."""
+    patterns = []
+    for context in iter_route_contexts(app.routes):
+        dependant = getattr(context.original_route, "dependant", None)
+        if dependant is not None and any(dep.call is require_admin for dep in dependant.dependencies):
+            patterns.append(context.route.path_regex)
+    return patterns

@@ -45,6 +45,16 @@ class ImageLimits:
     max_pixels: int
 
 
+def warm_up() -> None:
+    """Decode a tiny image of every accepted format once: Pillow loads its format plugins lazily,
+    which would otherwise slow down the first request (or the first upload in a new process)."""
+    limits = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 20)
+    for image_format in ACCEPTED_FORMATS:
+        buffer = BytesIO()
+        Image.new("RGB" if image_format == "JPEG" else "L", (28, 28), 255).save(buffer, format=image_format)
+        decode_digits([("warm-up", buffer.getvalue())], limits)
+
+
 def decode_digit(data: bytes, limits: ImageLimits, name: str = "the file") -> np.ndarray:
     """Read an uploaded image and return it MNIST-style (28x28 uint8)."""
     return normalize_digit(read_grey(data, limits, name))
