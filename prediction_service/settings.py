@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     retrain_epochs: int = Field(15, ge=1)
     retrain_batch_size: int = Field(128, ge=1)
     retrain_validation_split: float = Field(0.1, ge=0.0, lt=1.0)
+    # Fine-tuning takes smaller steps than the first training (Adam's 0.001): it adapts the model
+    # to the upload without forgetting what the hold-out set measures.
+    retrain_learning_rate: float = Field(0.0003, gt=0, le=1)
     retrain_gate_margin: float = Field(0.01, ge=0.0, le=1.0, description="Allowed hold-out accuracy drop.")
     training_threads: int = Field(1, ge=1, description="TensorFlow threads of a retraining job.")
     training_niceness: int = Field(10, ge=0, le=19, description="OS priority drop of a retraining job.")

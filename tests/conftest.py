@@ -37,6 +37,7 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         "mnist_train_size": TRAIN_SIZE,
         "mnist_epochs": EPOCHS,
         "retrain_epochs": 2,
+        "retrain_learning_rate": 0.001,  # two epochs only: full-size steps, so a mislabelled upload shows
         "admin_token": TOKEN,
         "decode_processes": 0,
         "reload_interval": 0.2,

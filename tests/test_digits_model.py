@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from prediction_service.ml import digits
+from prediction_service.ml.digit_runtime import OnnxDigitClassifier
 
 
 def test_the_cnn_is_the_tutorials() -> None:
@@ -35,10 +36,15 @@ def test_training_logs_one_line_per_epoch_not_a_progress_bar(
     assert "━" not in capsys.readouterr().out  # no Keras progress bar
 
 
-def test_compiled_inference_matches_keras_predict(mnist_arrays: dict[str, np.ndarray]) -> None:
+def test_the_served_onnx_export_matches_keras(mnist_arrays: dict[str, np.ndarray], tmp_path) -> None:
     model = digits.build_cnn()
-    images = mnist_arrays["x_test"][:7]
+    digits.fit(model, mnist_arrays["x_train"][:256], mnist_arrays["y_train"][:256], epochs=1)
+    digits.save(model, tmp_path)
+    assert {path.name for path in tmp_path.iterdir()} == {"model.keras", "model.onnx"}
+    images = mnist_arrays["x_test"][:64]
     expected = model.predict(digits.as_model_input(images), verbose=0)
-    classifier = digits.DigitClassifier(model)
-    np.testing.assert_allclose(classifier.probabilities(images), expected, rtol=1e-4, atol=1e-6)
-    assert classifier.probabilities(images[:1]).shape == (1, 10)  # any batch size, no retracing problem
+    served = OnnxDigitClassifier.load(tmp_path)
+    np.testing.assert_allclose(served.probabilities(images), expected, rtol=1e-4, atol=1e-5)
+    assert served.probabilities(images[:1]).shape == (1, 10)  # any batch size
+    reloaded = digits.load_model(tmp_path)
+    np.testing.assert_allclose(reloaded.predict(digits.as_model_input(images), verbose=0), expected, atol=1e-6)

@@ -22,6 +22,7 @@ def quick_env(model_dir: Path, **extra: str) -> dict[str, str]:
         "MNIST_EPOCHS": "1",
         "ADMIN_TOKEN": TOKEN,
         "DECODE_PROCESSES": "0",
+        "RETRAIN_LEARNING_RATE": "0.001",
         **extra,
     }
 

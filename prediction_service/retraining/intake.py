@@ -19,6 +19,7 @@ def training_params(settings: Settings) -> dict[str, Any]:
         "epochs": settings.retrain_epochs,
         "batch_size": settings.retrain_batch_size,
         "validation_split": settings.retrain_validation_split,
+        "learning_rate": settings.retrain_learning_rate,
         "gate_margin": settings.retrain_gate_margin,
     }
 

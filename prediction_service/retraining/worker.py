@@ -65,6 +65,7 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
         epochs=params["epochs"],
         batch_size=params["batch_size"],
         validation_split=params["validation_split"],
+        learning_rate=params.get("learning_rate", 0.001),
         on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **epoch}, epoch),
     )
     stage("evaluating", epoch=params["epochs"])
@@ -98,7 +99,9 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
             "sha256": job.upload.get("sha256"),
             "images": len(labels),
         },
-        "parameters": {key: params[key] for key in ("epochs", "batch_size", "validation_split")},
+        "parameters": {
+            key: params[key] for key in ("epochs", "batch_size", "validation_split", "learning_rate") if key in params
+        },
         "metrics": {"holdout_accuracy": round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,
         "history": history,
