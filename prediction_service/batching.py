@@ -1,22 +1,20 @@
-"""Adaptive micro-batching: concurrent requests share one model call, made off the event loop.
+"""Adaptive micro-batching: concurrent requests share one model call.
 
-Requests queue up while the worker thread computes a batch; the next batch
-takes everything that queued (up to `max_batch`), waiting at most `max_wait`
-seconds for more when the queue is short. Under light load a request waits for
-nobody; under heavy load batches grow and the per-call overhead is shared. The
-queue is bounded: when it is full the caller gets `Overloaded` (503 with
-Retry-After) at once.
+Requests queue up while a batch is being computed (elsewhere: the model runs in
+its own process); the next batch takes everything that queued, up to
+`max_batch`, waiting at most `max_wait` seconds for more when the queue is
+short. Under light load a request waits for nobody; under heavy load batches
+grow and the per-call overhead is shared. The queue is bounded: when it is full
+the caller gets `Overloaded` (503 with Retry-After) at once.
 
-The worker is one long-lived thread woken through a condition variable, and a
-batch's answers go back to the event loop in one callback: each handoff
-between the loop and a thread costs more than the work of a small image.
+Everything here runs on the event loop: no thread handoffs, which under load
+cost more than the work of a small image.
 """
 
 import asyncio
 import logging
-import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from prediction_service.errors import Overloaded
@@ -30,7 +28,7 @@ Result = TypeVar("Result")
 class MicroBatcher(Generic[Item, Result]):
     def __init__(
         self,
-        process: Callable[[list[Item]], list[Result | BaseException]],
+        process: Callable[[list[Item]], Awaitable[list[Result | BaseException]]],
         *,
         max_batch: int,
         max_wait: float,
@@ -45,24 +43,17 @@ class MicroBatcher(Generic[Item, Result]):
         self.name = name
         self._on_batch = on_batch
         self._pending: deque[tuple[Item, asyncio.Future[Result]]] = deque()
-        self._changed = threading.Condition()
-        self._worker_idle = False
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._work = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-        self._thread.start()
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        with self._changed:
-            self._stopping = True
-            self._changed.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 30)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         while self._pending:
             _, future = self._pending.popleft()
             if not future.done():
@@ -72,40 +63,35 @@ class MicroBatcher(Generic[Item, Result]):
         return len(self._pending)
 
     async def submit(self, item: Item) -> Result:
-        if self._loop is None or self._stopping:
+        if self._task is None:
             raise Overloaded("the service is not accepting predictions right now; retry shortly")
         if len(self._pending) >= self.max_queue:
             raise Overloaded(f"{self.max_queue} requests are already waiting; retry in a moment")
-        future: asyncio.Future[Result] = self._loop.create_future()
-        with self._changed:
-            self._pending.append((item, future))
-            # Wake the worker only when it sleeps for work or a batch just filled up.
-            if self._worker_idle or len(self._pending) == self.max_batch:
-                self._changed.notify()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._work.set()
         return await future
 
-    def _work(self) -> None:
-        assert self._loop is not None
+    async def _run(self) -> None:
         while True:
-            with self._changed:
-                self._worker_idle = True
-                while not self._pending and not self._stopping:
-                    self._changed.wait()
-                self._worker_idle = False
-                if self._stopping:
-                    return
+            await self._work.wait()
+            self._work.clear()
+            while self._pending:
                 if len(self._pending) < self.max_batch and self.max_wait > 0:
-                    self._changed.wait(self.max_wait)  # woken early when the batch fills
+                    await asyncio.sleep(self.max_wait)
                 count = min(len(self._pending), self.max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
-            try:
-                results = self._process([item for item, _ in batch])
-            except Exception as error:
-                log.exception("%s: batch of %d failed", self.name, len(batch))
-                results = [error] * len(batch)
-            self._loop.call_soon_threadsafe(self._deliver, batch, results)
+                live = [(item, future) for item, future in batch if not future.done()]
+                if live:
+                    await self._compute(live)
 
-    def _deliver(self, batch: list[tuple[Item, asyncio.Future[Result]]], results: list) -> None:
+    async def _compute(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._process([item for item, _ in batch])
+        except Exception as error:  # a failed batch fails its requests, not the batcher
+            if not isinstance(error, Overloaded):
+                log.exception("%s: batch of %d failed", self.name, len(batch))
+            results = [error] * len(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):

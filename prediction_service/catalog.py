@@ -2,6 +2,8 @@
 
 import io
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -9,7 +11,7 @@ import numpy as np
 
 from prediction_service.fsutil import write_atomic
 from prediction_service.ml import penguins
-from prediction_service.ml.digit_runtime import OnnxDigitClassifier
+from prediction_service.ml.digit_runtime import ONNX_ARTIFACT
 from prediction_service.ml.images import normalize_digit
 from prediction_service.ml.mnist_data import load_mnist
 from prediction_service.provenance import library_versions
@@ -47,11 +49,21 @@ class PenguinsKind:
         return penguins.PenguinClassifier.load(stored.path)
 
 
+@dataclass(frozen=True)
+class RemoteDigitModel:
+    """A version of the digit model, loaded in the digit model's own process (inference_worker)."""
+
+    version: int
+    onnx_path: Path
+
+
 class DigitsKind:
     name = MNIST
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prepare: Callable[[int, Path], None] | None = None) -> None:
         self.settings = settings
+        # Loads a version into the process that serves it (before the registry swaps to it).
+        self.prepare = prepare
 
     def train_first_version(self, store: ModelStore) -> StoredVersion:
         from prediction_service.ml import digits  # TensorFlow: only once there is something to train
@@ -75,8 +87,11 @@ class DigitsKind:
         }
         return store.add_version(self.name, lambda folder: digits.save(model, folder), manifest)
 
-    def load(self, stored: StoredVersion) -> OnnxDigitClassifier:
-        return OnnxDigitClassifier.load(stored.path, self.settings.inference_threads)
+    def load(self, stored: StoredVersion) -> RemoteDigitModel:
+        model = RemoteDigitModel(stored.version, stored.path / ONNX_ARTIFACT)
+        if self.prepare is not None:
+            self.prepare(model.version, model.onnx_path)
+        return model
 
 
 def normalize_all(images: np.ndarray) -> np.ndarray:
@@ -109,5 +124,5 @@ def load_holdout(store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
         return data["x"], data["y"]
 
 
-def model_kinds(settings: Settings) -> list[ModelKind]:
-    return [PenguinsKind(settings.penguins_csv), DigitsKind(settings)]
+def model_kinds(settings: Settings, prepare_digits: Callable[[int, Path], None] | None = None) -> list[ModelKind]:
+    return [PenguinsKind(settings.penguins_csv), DigitsKind(settings, prepare_digits)]

@@ -3,12 +3,14 @@
 import asyncio
 import logging
 from datetime import datetime
+from pathlib import Path
 
 from prediction_service import memory, metrics
 from prediction_service.auth import AdminToken
 from prediction_service.catalog import MNIST, model_kinds
 from prediction_service.decode_pool import DecodePool
 from prediction_service.digit_inference import DigitInference
+from prediction_service.inference_process import InferenceProcess
 from prediction_service.jobs import Job, JobStore
 from prediction_service.ml.archive import ArchiveLimits
 from prediction_service.ml.images import ImageLimits, warm_up
@@ -29,8 +31,10 @@ class Services:
         self.settings = settings
         model_dir = settings.model_dir
         self.store = ModelStore(model_dir)
-        self.registry = Registry(self.store, model_kinds(settings), after_swap=memory.collect_after_swap)
-        self.digits = DigitInference(self.registry, settings)
+        self.inference = InferenceProcess(settings)
+        kinds = model_kinds(settings, prepare_digits=self._load_in_inference_process)
+        self.registry = Registry(self.store, kinds, after_swap=memory.collect_after_swap)
+        self.digits = DigitInference(self.registry, self.inference, settings)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, model_dir)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
@@ -54,6 +58,7 @@ class Services:
         self.admin_token.ensure()
         self.jobs = JobStore(settings.model_dir / JOBS_FILE)
         self.intake = Intake(self.jobs, self.uploads, self.archive_limits, settings, self.decode_pool.decode_chunks)
+        await self.inference.start()
         self.runner = JobRunner(
             self.jobs,
             self.store,
@@ -83,6 +88,7 @@ class Services:
         if self.runner is not None:
             await self.runner.stop()
         await self.digits.stop()
+        await self.inference.stop()
         await self.notifier.stop()
         self.decode_pool.stop()
 
@@ -91,6 +97,9 @@ class Services:
             raise RuntimeError("the services have not started")
         self.registry.get(MNIST)  # retraining needs a model to start from: 503 with the reason otherwise
         return self.intake, self.runner, self.jobs
+
+    def _load_in_inference_process(self, version: int, onnx_path: Path) -> None:
+        self.inference.call_from_thread(("load", version, str(onnx_path)))
 
     def job_store(self) -> JobStore:
         assert self.jobs is not None, "not started"

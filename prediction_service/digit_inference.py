@@ -1,10 +1,9 @@
-"""Digit predictions for uploaded images: decode and normalise, then infer in shared batches.
+"""Digit predictions for uploaded images: batched, and computed in the digit model's own process.
 
-Where each step runs was measured (bench/): small images are decoded in the
-batch thread, all of a batch together (vectorised, and PIL releases the GIL
-while it inflates), so the event loop only parses HTTP; a big image is decoded
-first in a thread of its own (a few at a time, so memory stays bounded) so
-that it does not hold up a batch of small ones.
+The event loop only parses HTTP and queues the uploaded bytes; batches go to the
+inference process (inference_worker), which decodes, normalises and runs the
+model. A big image is decoded here first, in a thread (a few at a time, so
+memory stays bounded), so that it does not hold up a batch of small ones.
 """
 
 import asyncio
@@ -15,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service import metrics
 from prediction_service.batching import MicroBatcher
-from prediction_service.catalog import MNIST
-from prediction_service.errors import ServiceError
-from prediction_service.ml.images import ImageLimits, decode_digit, decode_digits
+from prediction_service.catalog import MNIST, RemoteDigitModel
+from prediction_service.errors import error_for_status
+from prediction_service.inference_process import InferenceProcess
+from prediction_service.ml.images import ImageLimits, decode_digit
 from prediction_service.registry import Registry
 from prediction_service.settings import Settings
 
-DECODE_WITH_BATCH_BYTES = 64 * 1024
+DECODE_HERE_BYTES = 64 * 1024  # bigger files are decoded in this process, in a thread
 BIG_DECODES_AT_ONCE = 2
 
 
@@ -36,19 +36,17 @@ class DigitResult:
         return self.probabilities[self.digit]
 
 
-_PENDING = RuntimeError("not predicted")
-
-
 @dataclass(frozen=True)
 class _Upload:
     name: str
-    data: bytes = b""
+    data: bytes | None = None
     image: np.ndarray | None = None  # decoded already (big files)
 
 
 class DigitInference:
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(self, registry: Registry, inference: InferenceProcess, settings: Settings) -> None:
         self.registry = registry
+        self.inference = inference
         self.limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.batcher: MicroBatcher[_Upload, DigitResult] = MicroBatcher(
             self._run_batch,
@@ -72,8 +70,8 @@ class DigitInference:
     async def predict(self, data: bytes, name: str) -> DigitResult:
         """The digit in an uploaded file; a ServiceError (4xx) if the file is no usable image."""
         self.check_available()
-        if len(data) <= DECODE_WITH_BATCH_BYTES:
-            return await self.batcher.submit(_Upload(name, data))
+        if len(data) <= DECODE_HERE_BYTES:
+            return await self.batcher.submit(_Upload(name, data=data))
         async with self._big_decodes:
             image = await run_in_threadpool(decode_digit, data, self.limits, name)
         return await self.batcher.submit(_Upload(name, image=image))
@@ -82,22 +80,21 @@ class DigitInference:
         metrics.BATCH_SIZE.observe(size)
         metrics.QUEUE_DEPTH.set(self.batcher.depth())
 
-    def _run_batch(self, uploads: list[_Upload]) -> list[DigitResult | BaseException]:
-        # A stat: so that right after a job publishes, no batch here answers with the old version.
-        self.registry.refresh_model(MNIST)
+    async def _run_batch(self, uploads: list[_Upload]) -> list[DigitResult | BaseException]:
+        if self.registry.pointer_changed(MNIST):
+            # Right after a job publishes, no batch here answers with the old version.
+            await asyncio.to_thread(self.registry.refresh_model, MNIST)
         served = self.registry.get(MNIST)
-        images: list[np.ndarray | ServiceError | None] = [upload.image for upload in uploads]
-        undecoded = [position for position, upload in enumerate(uploads) if upload.image is None]
-        files = [(uploads[position].name, uploads[position].data) for position in undecoded]
-        for position, outcome in zip(undecoded, decode_digits(files, self.limits), strict=True):
-            images[position] = outcome
-        outcomes: list[DigitResult | BaseException] = [
-            image if isinstance(image, ServiceError) else _PENDING for image in images
-        ]
-        ready = [position for position, image in enumerate(images) if isinstance(image, np.ndarray)]
-        if ready:
-            probabilities = served.predictor.probabilities(np.stack([images[position] for position in ready]))
-            for position, row in zip(ready, probabilities.tolist(), strict=True):
+        model: RemoteDigitModel = served.predictor
+        outcomes = await self.inference.call(
+            ("predict", model.version, str(model.onnx_path), [(u.name, u.data, u.image) for u in uploads])
+        )
+        results: list[DigitResult | BaseException] = []
+        for outcome in outcomes:
+            if outcome[0] == "digit":
+                row = outcome[1]
                 digit = max(range(len(row)), key=row.__getitem__)
-                outcomes[position] = DigitResult(digit, [round(p, 6) for p in row], served.version)
-        return outcomes
+                results.append(DigitResult(digit, [round(p, 6) for p in row], model.version))
+            else:
+                results.append(error_for_status(outcome[1], outcome[2]))
+        return results

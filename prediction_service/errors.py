@@ -60,3 +60,11 @@ class Overloaded(ServiceError):
 
 class Forbidden(ServiceError):
     status_code = 403
+
+
+def error_for_status(status_code: int, detail: str) -> ServiceError:
+    """The ServiceError of a status (e.g. one reported by a child process)."""
+    for kind in (InvalidInput, UnsupportedMediaType, PayloadTooLarge, NotFound, Conflict, Forbidden):
+        if kind.status_code == status_code:
+            return kind(detail)
+    return ServiceError(detail)

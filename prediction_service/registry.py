@@ -152,6 +152,10 @@ class Registry:
         for name in self.kinds:
             self.refresh_model(name)
 
+    def pointer_changed(self, name: str) -> bool:
+        """Whether the store names another serving version than the one loaded here (a stat)."""
+        return self._status[name].state == "ready" and self.store.pointer_stamp(name) != self._stamps.get(name)
+
     def refresh_model(self, name: str) -> None:
         """Load the version the pointer names, if it changed since the last look (a stat otherwise)."""
         if self._status[name].state != "ready" or self.store.pointer_stamp(name) == self._stamps.get(name):

@@ -1,4 +1,6 @@
 import io
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,21 @@ def test_a_warm_start_loads_the_cnn_without_training_or_data(model_dir: Path, tm
         assert client.get("/health/ready").status_code == 200
         assert post_image(client, (SAMPLES / "test_img0.png").read_bytes()).json()["model_version"] == 1
     assert sorted(path.name for path in (model_dir / "mnist").iterdir()) == versions_before
+
+
+def test_if_the_model_process_dies_the_service_restarts_it(client: TestClient) -> None:
+    """A crash of the digit model's process costs at most the requests in flight (503), never the service."""
+    sample = (SAMPLES / "test_img0.png").read_bytes()
+    inference = client.app.state.services.inference  # type: ignore[attr-defined]
+    first_pid = inference._process.pid
+    before = client.post("/predict-image", files={"file": ("d.png", sample, "image/png")}).json()
+    os.kill(first_pid, signal.SIGKILL)
+    answers = [client.post("/predict-image", files={"file": ("d.png", sample, "image/png")}) for _ in range(3)]
+    assert {answer.status_code for answer in answers} <= {200, 503}
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.headers["Retry-After"]
+            assert "restarted" in answer.json()["detail"]
+    assert answers[-1].status_code == 200
+    assert answers[-1].json()["probabilities"] == before["probabilities"]
+    assert inference._process.pid != first_pid

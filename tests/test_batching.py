@@ -1,5 +1,4 @@
 import asyncio
-import threading
 
 import pytest
 
@@ -9,10 +8,9 @@ from prediction_service.errors import InvalidInput, Overloaded
 
 def test_concurrent_requests_share_batches_and_keep_their_own_answers() -> None:
     batch_sizes: list[int] = []
-    threads: set[str] = set()
 
-    def double(items: list[int]) -> list[int | BaseException]:
-        threads.add(threading.current_thread().name)
+    async def double(items: list[int]) -> list[int | BaseException]:
+        await asyncio.sleep(0.005)  # the model's process computing; the loop stays free meanwhile
         return [InvalidInput("odd") if item % 2 else item * 2 for item in items]
 
     async def scenario() -> list[object]:
@@ -29,17 +27,39 @@ def test_concurrent_requests_share_batches_and_keep_their_own_answers() -> None:
     assert max(batch_sizes) > 1
     assert max(batch_sizes) <= 8
     assert sum(batch_sizes) == 20
-    assert threading.main_thread().name not in threads  # off the event loop
+
+
+def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
+    calls: list[list[int]] = []
+
+    async def flaky(items: list[int]) -> list[int | BaseException]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise Overloaded("the model's process restarted")
+        return list(items)
+
+    async def scenario() -> tuple[BaseException | int, int]:
+        batcher = MicroBatcher(flaky, max_batch=4, max_wait=0, max_queue=10)
+        batcher.start()
+        try:
+            first = await asyncio.gather(batcher.submit(1), return_exceptions=True)
+            return first[0], await batcher.submit(2)
+        finally:
+            await batcher.stop()
+
+    failed, answered = asyncio.run(scenario())
+    assert isinstance(failed, Overloaded)
+    assert answered == 2
 
 
 def test_a_full_queue_answers_overloaded_at_once() -> None:
-    release = threading.Event()
-
-    def slow(items: list[int]) -> list[int | BaseException]:
-        release.wait(5)
-        return list(items)
-
     async def scenario() -> list[object]:
+        release = asyncio.Event()
+
+        async def slow(items: list[int]) -> list[int | BaseException]:
+            await release.wait()
+            return list(items)
+
         batcher = MicroBatcher(slow, max_batch=1, max_wait=0, max_queue=2)
         batcher.start()
         try:

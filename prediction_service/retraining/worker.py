@@ -9,16 +9,15 @@ to the job record after every epoch.
 """
 
 import argparse
-import ctypes
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from prediction_service import logs
 from prediction_service.catalog import MNIST, final_epoch, load_holdout
+from prediction_service.child_process import die_with_parent
 from prediction_service.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore
 from prediction_service.ml import tf_runtime
 from prediction_service.provenance import library_versions
@@ -29,15 +28,6 @@ log = logging.getLogger("prediction_service.retraining.worker")
 
 JOBS_FILE = "jobs.sqlite3"
 UPLOADS_DIR = "uploads"
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """If the server is killed, this job dies with it instead of publishing behind its back."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -> tuple[str, dict[str, Any]]:
