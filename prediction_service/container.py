@@ -10,7 +10,7 @@ from prediction_service.auth import AdminToken
 from prediction_service.catalog import MNIST, model_kinds
 from prediction_service.decode_pool import DecodePool
 from prediction_service.digit_inference import DigitInference
-from prediction_service.inference_process import InferenceProcess
+from prediction_service.inference_process import InferenceProcess, ModelProcessFailed
 from prediction_service.jobs import Job, JobStore
 from prediction_service.ml.archive import ArchiveLimits
 from prediction_service.ml.images import ImageLimits, warm_up
@@ -21,7 +21,7 @@ from prediction_service.retraining.runner import JobRunner
 from prediction_service.retraining.uploads import UploadStore
 from prediction_service.retraining.worker import JOBS_FILE, UPLOADS_DIR
 from prediction_service.settings import Settings
-from prediction_service.store import ModelStore
+from prediction_service.store import CorruptVersion, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class Services:
         return self.intake, self.runner, self.jobs
 
     def _load_in_inference_process(self, version: int, onnx_path: Path) -> None:
-        self.inference.call_from_thread(("load", version, str(onnx_path)))
+        try:
+            self.inference.call_from_thread(("load", version, str(onnx_path)))
+        except ModelProcessFailed as error:  # e.g. an unreadable model file: this version cannot serve
+            raise CorruptVersion(f"mnist version {version} cannot be loaded: {error}") from error
 
     def job_store(self) -> JobStore:
         assert self.jobs is not None, "not started"

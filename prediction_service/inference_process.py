@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 60
 
 
+class ModelProcessFailed(RuntimeError):
+    """The digit model's process could not do what it was asked (it lives on)."""
+
+
 class InferenceProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -79,7 +83,7 @@ class InferenceProcess:
                 await self._restart()
                 raise Overloaded("the digit model's process restarted; retry in a moment") from error
         if answer[0] != "ok":
-            raise RuntimeError(f"the digit model's process failed: {answer[1]}")
+            raise ModelProcessFailed(f"the digit model's process failed: {answer[1]}")
         return answer[1]
 
     def call_from_thread(self, message: tuple, timeout: float = START_TIMEOUT) -> Any:

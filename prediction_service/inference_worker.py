@@ -15,6 +15,7 @@ stdin and stdout (see child_process):
 import argparse
 import logging
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,16 @@ class Worker:
     def __init__(self, limits: ImageLimits, threads: int) -> None:
         self.limits = limits
         self.threads = threads
-        self.models: dict[int, OnnxDigitClassifier] = {}
+        # The versions used last (the serving one, and the one it replaced while requests drain).
+        self.models: OrderedDict[int, OnnxDigitClassifier] = OrderedDict()
 
     def model(self, version: int, path: str) -> OnnxDigitClassifier:
-        if version not in self.models:
+        if version in self.models:
+            self.models.move_to_end(version)
+        else:
             self.models[version] = OnnxDigitClassifier(Path(path), self.threads)
-            for old in sorted(self.models)[:-KEPT_MODELS]:
-                del self.models[old]
+            while len(self.models) > KEPT_MODELS:
+                self.models.popitem(last=False)
         return self.models[version]
 
     def predict(self, version: int, path: str, uploads: list) -> list:

@@ -4,6 +4,7 @@ Per process by default. With several workers, set PROMETHEUS_MULTIPROCESS_DIR to
 before starting the server: every worker then writes its numbers there and `/metrics` sums them.
 """
 
+import functools
 import os
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -33,6 +34,16 @@ BATCH_SIZE = Histogram(
     "inference_batch_size", "Images per digit-model inference call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 QUEUE_DEPTH = Gauge("inference_queue_depth", "Images waiting for the digit model.", multiprocess_mode="livesum")
+
+
+def count_prediction(model: str, version: int, result: object) -> None:
+    _prediction_counter(model, version, str(result)).inc()
+
+
+@functools.cache
+def _prediction_counter(model: str, version: int, result: str) -> Counter:
+    """The labelled child, looked up once (a label lookup costs more than the increment)."""
+    return PREDICTIONS.labels(model, version, result)
 
 
 def exposition() -> bytes:

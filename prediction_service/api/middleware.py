@@ -5,6 +5,7 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -182,7 +183,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _client_request_id(scope) or os.urandom(16).hex()
+        request_id = _client_request_id(scope) or f"{random.getrandbits(128):032x}"  # an id, not a secret
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -25,7 +25,7 @@ def image_parts(field: str) -> dict:
 
 
 def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
-    metrics.PREDICTIONS.labels(MNIST, result.model_version, result.digit).inc()
+    metrics.count_prediction(MNIST, result.model_version, result.digit)
     return DigitPrediction(
         filename=filename,
         result=str(result.digit),
@@ -50,7 +50,7 @@ async def predict_image(file: UploadFile, request: Request) -> JSONResponse:
     # is DigitPrediction, checked by the tests), not validated again by FastAPI.
     result = await _predict(request.app.state.services, file.filename, await file.read())
     request.state.model_version = result.model_version
-    metrics.PREDICTIONS.labels(MNIST, result.model_version, result.digit).inc()
+    metrics.count_prediction(MNIST, result.model_version, result.digit)
     return JSONResponse(
         {
             "filename": file.filename,

@@ -51,7 +51,7 @@ async def predict_penguin(
     served = request.app.state.services.registry.get(PENGUINS)
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
     request.state.model_version = served.version
-    metrics.PREDICTIONS.labels(PENGUINS, served.version, prediction.species).inc()
+    metrics.count_prediction(PENGUINS, served.version, prediction.species)
     return JSONResponse(
         {
             "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
@@ -100,7 +100,7 @@ async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: Set
             answers[index] = PenguinBatchItem(error=f"row {index}: {problems}")
     predictions = served.predictor.predict_many([(p.bill_length_mm, p.flipper_length_mm) for _, p in valid])
     for (index, penguin), prediction in zip(valid, predictions, strict=True):
-        metrics.PREDICTIONS.labels(PENGUINS, served.version, prediction.species).inc()
+        metrics.count_prediction(PENGUINS, served.version, prediction.species)
         answers[index] = PenguinBatchItem(
             parameters=PenguinParameters(**penguin.model_dump()),
             result=prediction.species,
