@@ -9,6 +9,9 @@ start, so an upload does not pay for process start-up.
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,7 +35,9 @@ class DecodePool:
             return
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["prediction_service.ml.archive"])
-        self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
+        self._executor = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_exit_with_server, initargs=(os.getpid(),)
+        )
         try:
             # Start the processes, and their image decoders, now rather than at the first upload.
             for future in [self._executor.submit(warm_up) for _ in range(self.processes)]:
@@ -43,7 +48,8 @@ class DecodePool:
 
     def stop(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            # Waiting lets the processes see their end (without it they outlive the server).
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
     def decode_chunks(self, path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
@@ -70,3 +76,24 @@ class DecodePool:
             log.exception("an image decoding process died; decoding in this process instead")
             self.stop()
             return decode_entries(path, chunk, self.limits)
+
+
+def _exit_with_server(server_pid: int) -> None:
+    """In each decoding process: end when the server is gone, even if it was killed (SIGKILL).
+
+    The processes are the forkserver's children, not the server's, so the
+    kernel's parent-death signal cannot do this; nor can a closed pipe, since
+    each process holds both ends of its own task queue.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # the pid now belongs to another user's process: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-server", daemon=True).start()

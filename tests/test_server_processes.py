@@ -1,7 +1,9 @@
 """The service as real processes: several workers, restarts, and a SIGKILL in the middle of a job."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -81,3 +83,32 @@ def test_a_sigkill_during_training_loses_nothing(tmp_path: Path, trained_store: 
         assert not [p for p in (model_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
         pointer = json.loads((model_dir / "mnist" / "serving.json").read_text())
         assert pointer["version"] == 1
+
+
+def test_helper_processes_end_when_the_server_is_killed_alone(tmp_path: Path, trained_store: Path) -> None:
+    """The OOM killer takes the server and nothing else: its digit-model and decoding processes must
+    not live on as orphans holding memory."""
+    model_dir = tmp_path / "store"
+    shutil.copytree(trained_store, model_dir)
+    with running_server(quick_env(model_dir, DECODE_PROCESSES="2"), tmp_path / "server.log") as server:
+        group = server.process.pid  # started in a session of its own: helpers share its group id
+        assert len(process_group(group)) >= 4  # server, digit-model process, forkserver, decoders
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+        deadline = time.monotonic() + 10
+        while process_group(group) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process_group(group) == []
+
+
+def process_group(group: int) -> list[str]:
+    """The command lines of the live processes in a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == group:
+                found.append((stat.parent / "cmdline").read_text().replace("\0", " "))
+        except (OSError, IndexError):
+            continue
+    return found
