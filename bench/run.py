@@ -1,6 +1,6 @@
 """Benchmark the project against the baseline and against the HTTP floor, in one run.
 
-    python bench/run.py [--duration 10] [--quick]
+    python bench/run.py [--duration 5] [--rounds 3]
 
 Starts, on loopback, each with one uvicorn worker and the same flags:
 - the project (`main:app`) on a populated MODEL_DIR,
@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,8 @@ class Server:
     def peak_rss_mb(self) -> float:
         """Peak RSS of the server and the helper processes it keeps (the project's digit-model and
         decode processes), summed: what serving costs, all processes counted."""
-        return sum(_status_kb(pid, "VmHWM") for pid in [self.process.pid, *descendants(self.process.pid)]) / 1024
+        helpers = [pid for pid in descendants(self.process.pid) if not _is_training_job(pid)]
+        return sum(_status_kb(pid, "VmHWM") for pid in [self.process.pid, *helpers]) / 1024
 
     def rss_now_mb(self) -> float:
         """RSS of the server and every process under it right now (a training job's included)."""
@@ -90,6 +92,13 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         todo.extend(children.get(child, []))
     return found
+
+
+def _is_training_job(pid: int) -> bool:
+    try:
+        return b"prediction_service.retraining.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -136,6 +145,20 @@ def wrk(url: str, connections: int, duration: int, script: Path | None = None) -
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = (int(errors.group(1)) if errors else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     return {"rps": rate, "p50_ms": p50, "p99_ms": p99, "errors": failed}
+
+
+def target(server: Server, name: str, endpoint: str) -> tuple[str, Path | None]:
+    """The URL (and wrk script) of an endpoint; the project and the baseline are called with the
+    trailing slash the tutorial uses, the floor (no slash handling) without."""
+    if endpoint == "predict":
+        return server.url + (PREDICT_PATH.replace("/predict/", "/predict") if name == "floor" else PREDICT_PATH), None
+    return server.url + ("/predict-image" if name == "floor" else "/predict-image/"), BENCH / "multipart.lua"
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over the rounds; errors summed."""
+    middle = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p99_ms")}
+    return {**middle, "errors": sum(run["errors"] for run in runs), "rounds": len(runs)}
 
 
 def _ms(text: str) -> float:
@@ -214,7 +237,8 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk runs per figure (medians reported)")
     parser.add_argument("--baseline-train-n", type=int, default=60000, help="MNIST_TRAIN_N of the baseline")
     parser.add_argument("--upload-images", type=int, default=5000)
     args = parser.parse_args()
@@ -256,30 +280,33 @@ def main() -> int:
         wait_ready(floor, "/predict?bill_length_mm=40.3&flipper_length_mm=195", 60)
         print(f"ready: project {results['ready_s']['project']:.1f} s, baseline {results['ready_s']['baseline']:.1f} s")
 
+        # Interleaved rounds, medians reported: this machine's speed drifts by +-10% within a minute,
+        # and a ratio of two runs made a minute apart would measure the drift.
         for connections in (16, 64):
-            for name, server in (("project", project), ("baseline", baseline), ("floor", floor)):
-                path = PREDICT_PATH.replace("/predict/", "/predict") if name == "floor" else PREDICT_PATH
-                wrk(server.url + path, connections, 2)  # warm-up
-                results[f"predict_c{connections}_{name}"] = wrk(server.url + path, connections, args.duration)
-                image_path = "/predict-image" if name == "floor" else "/predict-image/"
-                script = BENCH / "multipart.lua"
-                wrk(server.url + image_path, connections, 2, script)
-                results[f"image_c{connections}_{name}"] = wrk(
-                    server.url + image_path, connections, args.duration, script
-                )
+            for endpoint in ("predict", "image"):
+                rounds: dict[str, list[dict[str, float]]] = {"project": [], "baseline": [], "floor": []}
+                for _ in range(args.rounds):
+                    for name, server in (("project", project), ("baseline", baseline), ("floor", floor)):
+                        url, script = target(server, name, endpoint)
+                        wrk(url, connections, 1, script)  # warm-up
+                        rounds[name].append(wrk(url, connections, args.duration, script))
+                for name, runs in rounds.items():
+                    results[f"{endpoint}_c{connections}_{name}"] = median_run(runs)
                 print(
-                    f"c{connections} {name}: predict {results[f'predict_c{connections}_{name}']['rps']:.0f}/s, "
-                    f"image {results[f'image_c{connections}_{name}']['rps']:.0f}/s"
+                    f"c{connections} {endpoint}: "
+                    + ", ".join(
+                        f"{name} {results[f'{endpoint}_c{connections}_{name}']['rps']:.0f}/s" for name in rounds
+                    )
                 )
 
-        results["idle_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, args.duration)
+        results["idle_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, 10)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         project_upload = [time_upload(project.url + "/upload-images", zip_data, auth) for _ in range(3)]
         results["upload_s"] = {"project": sorted(project_upload)[1]}
         job_id = httpx.get(project.url + "/jobs").json()["jobs"][-1]["job_id"]  # the oldest: runs first
         wait_for_training(project.url, job_id)
         with RssSampler(project) as training_rss:
-            results["training_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, args.duration)
+            results["training_predict_p99"] = wrk(project.url + PREDICT_PATH, 16, 10)
         results["training_job"] = httpx.get(f"{project.url}/jobs/{job_id}").json()["status"]
         results["upload_s"]["baseline"] = time_upload(baseline.url + "/upload-images/", zip_data, {})
         results["peak_rss_mb"] = {"project": project.peak_rss_mb(), "baseline": baseline.peak_rss_mb()}
@@ -343,7 +370,8 @@ def render(r: dict, args: argparse.Namespace) -> str:
     )
     errors = sum(v.get("errors", 0) for v in r.values() if isinstance(v, dict))
     header = (
-        f"Machine: {r['machine']}; {r['when']}; wrk -t2, {args.duration} s per run; "
+        f"Machine: {r['machine']}; {r['when']}; wrk -t2; throughput and latency: medians of {args.rounds} "
+        f"interleaved {args.duration} s runs per server; "
         f"non-2xx or socket errors in all runs: {errors}\n\n"
         "| measure | project | baseline | project/baseline | floor | project/floor | target |\n"
         "| --- | --- | --- | --- | --- | --- | --- |\n"

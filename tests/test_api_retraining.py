@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,22 @@ def test_uploads_are_stored_under_names_the_service_makes(client: TestClient, mo
     assert [path.name for path in (model_dir / "uploads").iterdir()] == [job_id]
     assert sorted(path.name for path in (model_dir / "uploads" / job_id).iterdir()) == ["dataset.npz", "manifest.json"]
     assert not any(path.name.startswith("evil") for path in model_dir.rglob("*"))
+
+
+def test_training_runs_at_low_priority_from_its_start(model_dir: Path) -> None:
+    """The job's process (its seconds of imports included) must not compete with serving."""
+    with TestClient(create_app(make_settings(model_dir, training_niceness=17))) as client:
+        job_id = upload(client, (SAMPLES / "retrain_img.zip").read_bytes()).json()["job_id"]
+        niceness = None
+        deadline = time.monotonic() + 60
+        while niceness is None and time.monotonic() < deadline:
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if job_id.encode() in cmdline.read_bytes():
+                        niceness = int((cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[16])
+                        break
+                except (OSError, IndexError):
+                    continue
+            time.sleep(0.01)
+        assert niceness == 17
+        assert wait_for_job(client, job_id)["status"] in ("succeeded", "rejected")

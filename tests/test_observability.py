@@ -1,5 +1,6 @@
 """What an operator sees: Prometheus metrics, request ids, one log line per request."""
 
+import io
 import json
 import logging
 
@@ -8,6 +9,7 @@ from conftest import AUTH, SAMPLES, TOKEN
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from prediction_service import logs
 from prediction_service.logs import JsonFormatter
 
 
@@ -82,3 +84,29 @@ def test_the_token_never_appears_in_logs_or_errors(client: TestClient, caplog: p
         client.post("/upload-images", files={"file": b"not a zip"}, headers=AUTH)
     assert TOKEN not in caplog.text
     assert TOKEN not in wrong.text
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_request_lines_written_directly_match_the_log_format(json_lines: bool) -> None:
+    """The request line skips logging's machinery when only the service's handler listens: it must
+    read exactly as a line that went through logging."""
+    logs.configure("INFO", json_lines)
+    handler = logs._handler
+    assert handler is not None
+    original, handler.stream = handler.stream, io.StringIO()
+    try:
+        fields = {"request_id": "req-7", "status": 200, "route": "/predict", "model_version": 3}
+        logs.log_request("GET /predict 200 0.3 ms", fields)
+        logging.getLogger("prediction_service.requests").info("%s", "GET /predict 200 0.3 ms", extra={"fields": fields})
+        direct, through_logging = handler.stream.getvalue().splitlines()
+    finally:
+        handler.stream = original
+        logs.configure("INFO", False)
+    if json_lines:
+        direct_entry, logged_entry = json.loads(direct), json.loads(through_logging)
+        assert direct_entry.keys() == logged_entry.keys()
+        assert direct_entry["request_id"] == "req-7"
+        assert direct_entry["message"] == logged_entry["message"]
+    else:
+        assert direct.split(" ", 2)[2] == through_logging.split(" ", 2)[2]  # all but the time
+        assert "request_id=req-7" in direct

@@ -3,7 +3,6 @@
 import asyncio
 import functools
 import json
-import logging
 import os
 import random
 import re
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prediction_service import metrics
+from prediction_service import logs, metrics
 from prediction_service.errors import ServiceError
 
 
@@ -168,7 +167,6 @@ class PageSecurityHeaders:
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Names this worker process in responses (X-Worker) and logs: which of several workers answered.
 WORKER_ID = os.urandom(4).hex().encode()
-request_log = logging.getLogger("prediction_service.requests")
 
 
 class RequestObserver:
@@ -220,9 +218,7 @@ class RequestObserver:
             }
             if "model_version" in state:
                 fields["model_version"] = state["model_version"]
-            request_log.info(
-                "%s %s %d %.1f ms", method, fields["path"], status, elapsed * 1000, extra={"fields": fields}
-            )
+            logs.log_request(f"{method} {fields['path']} {status} {elapsed * 1000:.1f} ms", fields)
 
 
 @functools.cache

@@ -7,6 +7,7 @@ marked `interrupted` and its upload stays on disk for `POST /jobs/{id}/retry`.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -149,6 +150,9 @@ class JobRunner:
             *(["--json-logs"] if settings.json_logs else []),
             env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},
         )
+        # Low priority from its first instruction: its imports (seconds of CPU) must not slow serving either.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, settings.training_niceness)
         exit_code = await self._process.wait()
         self._process = None
         job = await asyncio.to_thread(self.jobs.get, job.id)

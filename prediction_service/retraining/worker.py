@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
-    if args.niceness:
-        os.nice(args.niceness)
+    if args.niceness > os.getpriority(os.PRIO_PROCESS, 0):  # the server may have lowered it already
+        os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
     logs.configure(args.log_level, args.json_logs)
     tf_runtime.limit_threads(args.threads, 1)
 
