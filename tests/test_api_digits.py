@@ -125,3 +125,10 @@ def test_if_the_model_process_dies_the_service_restarts_it(client: TestClient) -
     assert answers[-1].status_code == 200
     assert answers[-1].json()["probabilities"] == before["probabilities"]
     assert inference._process.pid != first_pid
+
+
+def test_the_digit_model_process_sends_no_telemetry(client: TestClient) -> None:
+    """ONNX Runtime phones home on Linux unless told not to: the process that runs it is told not to."""
+    inference = client.app.state.services.inference  # type: ignore[attr-defined]
+    environment = Path(f"/proc/{inference._process.pid}/environ").read_bytes().split(b"\0")
+    assert b"ORT_DISABLE_TELEMETRY=1" in environment
