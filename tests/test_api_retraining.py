@@ -1,3 +1,4 @@
+import json
 import time
 from pathlib import Path
 
@@ -199,3 +200,26 @@ def test_training_runs_at_low_priority_from_its_start(model_dir: Path) -> None:
             time.sleep(0.01)
         assert niceness == 17
         assert wait_for_job(client, job_id)["status"] in ("succeeded", "rejected")
+
+
+def test_job_events_stream_progress_until_the_end(client: TestClient) -> None:
+    """What the dashboard follows: `job` events as the job changes, then `end`; a stream that ends
+    before the job (streams are short) is simply opened again, as an EventSource does."""
+    job_id = upload(client, (SAMPLES / "retrain_img.zip").read_bytes()).json()["job_id"]
+    events: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 120
+    while not any(name == "end" for name, _ in events) and time.monotonic() < deadline:
+        with client.stream("GET", f"/jobs/{job_id}/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            body = response.read().decode()
+        assert body.startswith("retry: ")
+        for block in body.split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if line.startswith(("event", "data")))
+            if "event" in lines:
+                events.append((lines["event"], lines["data"]))
+    jobs = [json.loads(data) for name, data in events if name == "job"]
+    assert jobs[0]["job_id"] == job_id
+    assert jobs[-1]["status"] in ("succeeded", "rejected")
+    assert events[-1][0] == "end"
+    assert client.get("/jobs/not-a-job/events").status_code in (404, 422)

@@ -97,7 +97,8 @@ async def retry_job(job_id: JobId, services: ServicesDep, background_tasks: Back
 
 
 EVENT_POLL_SECONDS = 0.5
-EVENT_STREAM_SECONDS = 30  # then the browser's EventSource reconnects by itself
+RECONNECT_MS = 1000
+EVENT_STREAM_SECONDS = 10  # then the browser's EventSource reconnects by itself (and no proxy or client times out)
 HEARTBEAT_SECONDS = 10
 
 
@@ -105,7 +106,7 @@ HEARTBEAT_SECONDS = 10
     "/jobs/{job_id}/events",
     summary="A retraining job's progress as server-sent events",
     description="`event: job` with the job (as GET /jobs/{job_id}) whenever it changes, and `event: end` once it "
-    "is final. Streams last at most 30 s; an EventSource reconnects by itself.",
+    "is final. Streams last at most 10 s; an EventSource reconnects by itself.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"schema": {}}}}, **error_responses(404, 422)},
 )
@@ -122,6 +123,7 @@ async def _job_events(services: Services, job: Job) -> AsyncIterator[str]:
     jobs = services.job_store()
     started = last_sent = time.monotonic()
     previous = None
+    yield f"retry: {RECONNECT_MS}\n\n"  # when a stream ends before the job, the browser is back within a second
     while True:
         payload = job_info(job).model_dump_json()
         if payload != previous:
