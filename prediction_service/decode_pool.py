@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from prediction_service.ml.archive import Chunk, Decoded, decode_entries
+from prediction_service.ml.archive import Chunk, Decoded, decode_entries, decode_in_this_process
 from prediction_service.ml.images import ImageLimits, warm_up
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class DecodePool:
     def decode_chunks(self, path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
         """Decoded chunks of the zip at `path`, in order; a few in flight, so memory stays bounded."""
         if self._executor is None:
-            yield from (decode_entries(path, chunk, self.limits) for chunk in chunks)
+            # Not decode_entries: its open zip, kept for the next chunk, would outlive the upload here.
+            yield from decode_in_this_process(self.limits)(path, chunks)
             return
         in_flight: deque[tuple[Chunk, Future[Decoded]]] = deque()
         try:
@@ -75,7 +76,8 @@ class DecodePool:
         except BrokenProcessPool:
             log.exception("an image decoding process died; decoding in this process instead")
             self.stop()
-            return decode_entries(path, chunk, self.limits)
+            [decoded] = decode_in_this_process(self.limits)(path, [chunk])
+            return decoded
 
 
 def _exit_with_server(server_pid: int) -> None:

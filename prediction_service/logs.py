@@ -16,15 +16,23 @@ import time
 from datetime import UTC, datetime
 
 FLUSH_SECONDS = 0.2
-PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
+    """Formats a record through `line`, which `log_request` also calls without a record."""
+
     def format(self, record: logging.LogRecord) -> str:
         exception = self.formatException(record.exc_info) if record.exc_info else None
         fields = getattr(record, "fields", None)
         return self.line(record.created, record.levelname, record.name, record.getMessage(), fields, exception)
 
+    def line(
+        self, created: float, level: str, name: str, message: str, fields: dict | None, exception: str | None = None
+    ) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(LineFormatter):
     def line(
         self, created: float, level: str, name: str, message: str, fields: dict | None, exception: str | None = None
     ) -> str:
@@ -41,16 +49,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class PlainFormatter(logging.Formatter):
+class PlainFormatter(LineFormatter):
     """`time LEVEL logger: message key=value ...`, with the time text made once per second."""
 
     _second = -1
     _second_text = ""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exception = self.formatException(record.exc_info) if record.exc_info else None
-        fields = getattr(record, "fields", None)
-        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields, exception)
 
     def line(
         self, created: float, level: str, name: str, message: str, fields: dict | None, exception: str | None = None
@@ -121,7 +124,7 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     logger.propagate = False
     if _handler is None:
         _handler = BufferedStreamHandler()
-    _handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter(PLAIN_FORMAT))
+    _handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     if _handler not in logger.handlers:
         logger.addHandler(_handler)
     # The service logs every request itself (with its id, latency and model version).
@@ -153,7 +156,7 @@ def log_request(message: str, fields: dict) -> None:
         and not service.propagate
         and not service.filters
         and not handler.filters
-        and isinstance(handler.formatter, JsonFormatter | PlainFormatter)
+        and isinstance(handler.formatter, LineFormatter)
     ):
         handler.write_line(handler.formatter.line(time.time(), "INFO", request_log.name, message, fields))
     else:

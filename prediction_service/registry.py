@@ -158,7 +158,7 @@ class Registry:
 
     def refresh_model(self, name: str) -> None:
         """Load the version the pointer names, if it changed since the last look (a stat otherwise)."""
-        if self._status[name].state != "ready" or self.store.pointer_stamp(name) == self._stamps.get(name):
+        if not self.pointer_changed(name):
             return
         with self._load_locks[name]:  # one loader per model; others find the work done
             stamp = self.store.pointer_stamp(name)

@@ -1,4 +1,5 @@
 import json
+import os
 import time
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def test_uploads_are_stored_under_names_the_service_makes(client: TestClient, mo
 def test_training_runs_at_low_priority_from_its_start(model_dir: Path) -> None:
     """The job's process (its seconds of imports included) must not compete with serving."""
     with TestClient(create_app(make_settings(model_dir, training_niceness=17))) as client:
-        job_id = upload(client, (SAMPLES / "retrain_img.zip").read_bytes()).json()["job_id"]
+        job_id = upload(client, SAMPLE_ZIP.read_bytes()).json()["job_id"]
         niceness = None
         deadline = time.monotonic() + 60
         while niceness is None and time.monotonic() < deadline:
@@ -205,7 +206,7 @@ def test_training_runs_at_low_priority_from_its_start(model_dir: Path) -> None:
 def test_job_events_stream_progress_until_the_end(client: TestClient) -> None:
     """What the dashboard follows: `job` events as the job changes, then `end`; a stream that ends
     before the job (streams are short) is simply opened again, as an EventSource does."""
-    job_id = upload(client, (SAMPLES / "retrain_img.zip").read_bytes()).json()["job_id"]
+    job_id = upload(client, SAMPLE_ZIP.read_bytes()).json()["job_id"]
     events: list[tuple[str, str]] = []
     deadline = time.monotonic() + 120
     while not any(name == "end" for name, _ in events) and time.monotonic() < deadline:
@@ -223,3 +224,10 @@ def test_job_events_stream_progress_until_the_end(client: TestClient) -> None:
     assert jobs[-1]["status"] in ("succeeded", "rejected")
     assert events[-1][0] == "end"
     assert client.get("/jobs/not-a-job/events").status_code in (404, 422)
+
+
+def test_an_accepted_upload_leaves_no_file_open(client: TestClient) -> None:
+    """The received zip is removed after the check; nothing in the server may keep it open (and its disk space)."""
+    assert upload(client, SAMPLE_ZIP.read_bytes()).status_code == 202
+    open_files = [os.readlink(link) for link in Path("/proc/self/fd").iterdir() if link.is_symlink()]
+    assert not [name for name in open_files if ".incoming-" in name]

@@ -5,6 +5,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+def part_media_types(field: str, media_types: str) -> dict:
+    """OpenAPI extra for a multipart field: the media types its file may have (the schema says only 'binary')."""
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": {field: {"contentType": media_types}}}}}}
+
+
 class ModelState(BaseModel):
     state: str = Field(description="loading, training, ready, unavailable or failed")
     serving_version: int | None = None

@@ -80,6 +80,8 @@ def decode_entries(path: Path, names: Chunk, limits: ImageLimits) -> Decoded:
 
 
 def decode_in_this_process(limits: ImageLimits) -> DecodeChunks:
+    """Decode in the calling process, the zip opened once for all chunks and closed after them."""
+
     def decode(path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
         with zipfile.ZipFile(path) as archive:
             for chunk in chunks:

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prediction_service import metrics
 from prediction_service.api.deps import ServicesDep, SettingsDep
 from prediction_service.api.errors import error_responses
-from prediction_service.api.schemas import DigitBatchItem, DigitPrediction
+from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.catalog import MNIST
 from prediction_service.container import Services
 from prediction_service.digit_inference import DigitResult
@@ -19,20 +19,16 @@ router = APIRouter(tags=["digits"])
 IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/webp"
 
 
-def image_parts(field: str) -> dict:
-    """Document the media types the file parts may have (the schema alone says only 'binary')."""
-    return {"requestBody": {"content": {"multipart/form-data": {"encoding": {field: {"contentType": IMAGE_TYPES}}}}}}
-
-
-def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
+def answer(result: DigitResult, filename: str | None) -> dict:
+    """The answer for one image (DigitPrediction's shape, checked by the tests), counted in the metrics."""
     metrics.count_prediction(MNIST, result.model_version, result.digit)
-    return DigitPrediction(
-        filename=filename,
-        result=str(result.digit),
-        probabilities=result.probabilities,
-        confidence=result.confidence,
-        model_version=result.model_version,
-    )
+    return {
+        "filename": filename,
+        "result": str(result.digit),
+        "probabilities": result.probabilities,
+        "confidence": result.confidence,
+        "model_version": result.model_version,
+    }
 
 
 @router.post(
@@ -43,23 +39,14 @@ def as_response(result: DigitResult, filename: str | None) -> DigitPrediction:
     "(28x28 grey, light digit on dark, centred like MNIST's digits).",
     response_model=DigitPrediction,
     responses=error_responses(400, 413, 415, 422, 503),
-    openapi_extra=image_parts("file"),
+    openapi_extra=part_media_types("file", IMAGE_TYPES),
 )
 async def predict_image(file: UploadFile, request: Request) -> JSONResponse:
     # The hottest route: services straight from the app, and the answer built directly (its shape
     # is DigitPrediction, checked by the tests), not validated again by FastAPI.
     result = await _predict(request.app.state.services, file.filename, await file.read())
     request.state.model_version = result.model_version
-    metrics.count_prediction(MNIST, result.model_version, result.digit)
-    return JSONResponse(
-        {
-            "filename": file.filename,
-            "result": str(result.digit),
-            "probabilities": result.probabilities,
-            "confidence": result.confidence,
-            "model_version": result.model_version,
-        }
-    )
+    return JSONResponse(answer(result, file.filename))
 
 
 async def _predict(services: Services, filename: str | None, data: bytes) -> DigitResult:
@@ -79,7 +66,7 @@ async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
     description="Multipart field `files`, repeated: up to MAX_BATCH_ITEMS images. Answers a list in upload "
     "order; a file that cannot be read gets its own `error` (and `status`), the others are still answered.",
     responses=error_responses(400, 413, 422, 503),
-    openapi_extra=image_parts("files"),
+    openapi_extra=part_media_types("files", IMAGE_TYPES),
 )
 async def predict_images(
     files: Annotated[list[UploadFile | str], File(min_length=1)], services: ServicesDep, settings: SettingsDep
@@ -96,5 +83,5 @@ async def predict_images(
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            answers.append(DigitBatchItem(**as_response(outcome, name).model_dump()))
+            answers.append(DigitBatchItem(**answer(outcome, name)))
     return answers

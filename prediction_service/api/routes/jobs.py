@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import ServicesDep
 from prediction_service.api.errors import error_responses
-from prediction_service.api.schemas import JobInfo, JobList
+from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
 from prediction_service.catalog import MNIST
 from prediction_service.container import Services
@@ -53,7 +53,7 @@ def job_info(job: Job) -> JobInfo:
     "at most RETRAIN_GATE_MARGIN below the serving version's.",
     dependencies=[AdminDep],
     responses=error_responses(400, 401, 403, 413, 415, 422, 503),
-    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": ZIP}}}}}},
+    openapi_extra=part_media_types("file", ZIP),
 )
 async def upload_images(
     file: UploadFile, background_tasks: BackgroundTasks, services: ServicesDep, response: Response
