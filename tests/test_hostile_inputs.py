@@ -274,3 +274,23 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(server) -> None:
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
     assert time.monotonic() - started < 2
+
+
+def test_an_anonymous_upload_still_being_sent_gets_its_401_not_a_reset(server) -> None:
+    # curl sends a body under 1 MiB right after the headers, without waiting for an answer; if
+    # the server answered and closed while the body was still coming, curl's next write failed
+    # with "connection reset" (exit 55) and the 401 was never read. Here the body trickles in
+    # as on a slow link.
+    body = (SAMPLES / "retrain_img.zip").read_bytes()
+    sock = raw_connection(server.url)
+    sock.sendall(
+        b"POST /upload-images HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    for start in range(0, len(body), 32768):
+        time.sleep(0.02)
+        sock.sendall(body[start : start + 32768])  # ConnectionResetError if the server has gone
+    answer = read_all(sock, 3)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b'"detail"' in answer

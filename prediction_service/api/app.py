@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AuthBeforeBody,
         protected=admin_paths(app),
         check=services.admin_token.check_header,
+        timeout=settings.request_timeout,
     )
     app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))
     app.add_middleware(RequestObserver)  # inside the slash rewrite: it sees the matched route

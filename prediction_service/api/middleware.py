@@ -1,6 +1,7 @@
 """Pure ASGI middleware (cheap on the hot path): trailing slashes, body limits and timeouts."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -110,12 +111,28 @@ class AuthBeforeBody:
     FastAPI reads (and spools to disk) a request's body before it runs the
     route's dependencies, so without this an anonymous client could make the
     server store a large upload only to be told 401 afterwards.
+
+    A refused body is not stored, but a small one is still read and dropped
+    before the answer: a server that closes a connection with unread data
+    resets it, and a client still sending (curl, without `Expect:
+    100-continue` below 1 MiB) then fails with "connection reset" and never
+    sees the 401. A body over `drain_bytes`, one announced with `Expect:
+    100-continue` (not sent yet) or one slower than `timeout` is not waited for.
     """
 
-    def __init__(self, app: ASGIApp, protected: list[re.Pattern[str]], check: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        protected: list[re.Pattern[str]],
+        check: Callable[[str], None],
+        drain_bytes: int = 8 * 1024 * 1024,
+        timeout: float = 10.0,
+    ) -> None:
         self.app = app
         self.protected = protected
         self.check = check
+        self.drain_bytes = drain_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -127,9 +144,32 @@ class AuthBeforeBody:
             try:
                 self.check(header)
             except ServiceError as error:
+                if self._worth_draining(scope):
+                    await _discard_body(receive, self.drain_bytes, self.timeout)
                 await _send_json(send, error.status_code, error.detail, error.headers)
                 return
         await self.app(scope, receive, send)
+
+    def _worth_draining(self, scope: Scope) -> bool:
+        expects_continue = any(
+            name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
+        )
+        declared = _content_length(scope)
+        return not expects_continue and (declared is None or 0 < declared <= self.drain_bytes)
+
+
+async def _discard_body(receive: Receive, most: int, seconds: float) -> None:
+    """Read and drop a request body, up to `most` bytes and `seconds`."""
+    received = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while received <= most:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                received += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 # The pages may load only what this service serves: no CDN, nothing from outside, even by accident
@@ -184,18 +224,15 @@ class RequestObserver:
         request_id = _client_request_id(scope) or f"{random.getrandbits(128):032x}"  # an id, not a secret
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        ours = ((b"x-request-id", request_id.encode()), (b"x-worker", WORKER_ID))
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                    (b"x-worker", WORKER_ID),
-                ]
-                message = {**message, "headers": headers}
+                # The message is the sender's own, made for this one call: extended, not copied.
+                message["headers"] = [*message.get("headers", ()), *ours]
             await send(message)
 
         try:
@@ -208,17 +245,19 @@ class RequestObserver:
             requests, latency = _request_metrics(method, template, status)
             requests.inc()
             latency.observe(elapsed)
-            fields = {
-                "request_id": request_id,
-                "method": method,
-                "path": scope["path"][:200],
-                "route": template,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-            }
-            if "model_version" in state:
-                fields["model_version"] = state["model_version"]
-            logs.log_request(f"{method} {fields['path']} {status} {elapsed * 1000:.1f} ms", fields)
+            if logs.request_log_enabled():
+                path = scope["path"][:200]
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+                if "model_version" in state:
+                    fields["model_version"] = state["model_version"]
+                logs.log_request(f"{method} {path} {status} {elapsed * 1000:.1f} ms", fields)
 
 
 @functools.cache

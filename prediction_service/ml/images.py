@@ -10,11 +10,13 @@ of input.
 """
 
 import math
+import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
+import imagecodecs
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
@@ -37,6 +39,7 @@ GROUP = 256  # images computed together: big enough to share the work, small eno
 # Big pictures are shrunk to this before any arithmetic (the digit ends up 20 px tall anyway).
 WORKING_SIDE = 448
 _PENDING = np.zeros((SIDE, SIDE), dtype=np.uint8)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,15 @@ def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.nd
         raise InvalidInput(f"{name} is empty: send a {ACCEPTED_TEXT} image of one digit")
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"{name} is {len(data)} bytes, over the limit of {limits.max_bytes} bytes")
+    grey_png_size = _plain_grey_png_size(data)
+    if grey_png_size is not None:
+        _check_pixels(*grey_png_size, limits, name)
+        pixels = _decode_plain_grey_png(data)
+        if pixels is not None:
+            return _shrunk(pixels.astype(np.float32))
     image = _open(data, name)
+    _check_pixels(*image.size, limits, name)
     width, height = image.size
-    if width * height > limits.max_pixels:
-        raise PayloadTooLarge(
-            f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
-            f"{limits.max_pixels} pixels: scale it down"
-        )
     try:
         if image.format == "JPEG" and max(width, height) > 2 * WORKING_SIDE:
             image.draft("L", (width * WORKING_SIDE // max(width, height), height * WORKING_SIDE // max(width, height)))
@@ -102,6 +107,35 @@ def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.nd
         raise InvalidInput(
             f"{name} is a {image.format} image that cannot be decoded ({error}): it is truncated or corrupt"
         ) from error
+
+
+def _check_pixels(width: int, height: int, limits: ImageLimits, name: str) -> None:
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(
+            f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limits.max_pixels} pixels: scale it down"
+        )
+
+
+def _plain_grey_png_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of an 8-bit greyscale PNG (what MNIST digits are saved as), from its header;
+    None for anything else."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, bit_depth, colour_type = struct.unpack_from(">IIBB", data, 16)
+    return (width, height) if bit_depth == 8 and colour_type == 0 else None
+
+
+def _decode_plain_grey_png(data: bytes) -> np.ndarray | None:
+    """The pixels of an 8-bit greyscale PNG through libpng (imagecodecs): ~7 us for a 28x28 digit
+    against ~25 us through Pillow, which counts in a 60,000-image upload. Lossless, so the pixels
+    are Pillow's. None when libpng refuses the file (or adds an alpha channel for a transparent
+    grey): Pillow then reads it, or says precisely what is wrong with it."""
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except imagecodecs.PngError:
+        return None
+    return pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else None
 
 
 def _shrunk(grey: np.ndarray) -> np.ndarray:

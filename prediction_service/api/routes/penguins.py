@@ -2,8 +2,9 @@
 
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from prediction_service import metrics
@@ -43,24 +44,21 @@ FlipperLength = Annotated[
     response_model=PenguinPrediction,
     responses=error_responses(422, 503),
 )
-async def predict_penguin(
-    bill_length_mm: BillLength, flipper_length_mm: FlipperLength, request: Request
-) -> JSONResponse:
+async def predict_penguin(bill_length_mm: BillLength, flipper_length_mm: FlipperLength, request: Request) -> Response:
     # The hottest route: the registry straight from the app, and the answer built directly (its shape
     # is PenguinPrediction, checked by the tests), not validated again by FastAPI.
     served = request.app.state.services.registry.get(PENGUINS)
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
     request.state.model_version = served.version
     metrics.count_prediction(PENGUINS, served.version, prediction.species)
-    return JSONResponse(
-        {
-            "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
-            "result": prediction.species,
-            "probabilities": prediction.probabilities,
-            "model_version": served.version,
-            "warnings": prediction.warnings,
-        }
-    )
+    answer = {
+        "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
+        "result": prediction.species,
+        "probabilities": prediction.probabilities,
+        "model_version": served.version,
+        "warnings": prediction.warnings,
+    }
+    return Response(pydantic_core.to_json(answer), media_type="application/json")  # ~3x faster than json.dumps
 
 
 _penguin_input = TypeAdapter(PenguinInput)
