@@ -33,7 +33,7 @@ class Services:
         self.store = ModelStore(model_dir)
         self.inference = InferenceProcess(settings)
         kinds = model_kinds(settings, prepare_digits=self._load_in_inference_process)
-        self.registry = Registry(self.store, kinds, after_swap=memory.collect_after_swap)
+        self.registry = Registry(self.store, kinds, after_swap=memory.freeze_long_lived)
         self.digits = DigitInference(self.registry, self.inference, settings)
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, model_dir)

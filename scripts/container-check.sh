@@ -71,7 +71,8 @@ curl -fsS "$url/predict?bill_length_mm=40.3&flipper_length_mm=195" | tee /dev/st
 echo
 curl -fsS -F file=@samples/test_img0.png "$url/predict-image" | tee /dev/stderr | grep -q '"model_version":1'
 echo
-status=$(curl -s -o /dev/null -w '%{http_code}' -F file=@samples/retrain_img.zip "$url/upload-images")
+status=$(curl -s -o /dev/null -w '%{http_code}' -F file=@samples/retrain_img.zip "$url/upload-images") \
+  || { echo "an anonymous upload failed on the client's side (curl exit $?), not a clean 401"; exit 1; }
 [ "$status" = 401 ] || { echo "an anonymous upload got $status, not 401"; exit 1; }
 uid=$(podman exec "$CONTAINER" id -u)
 [ "$uid" != 0 ] || { echo "the service runs as root"; exit 1; }

@@ -14,17 +14,19 @@ def test_many_penguins_in_order_with_per_row_errors(client: TestClient) -> None:
         {"bill_length_mm": 47.5, "flipper_length_mm": 220},
         {"flipper_length_mm": 195},
         "not a penguin",
+        {"bill_length_mm": "40_3", "flipper_length_mm": 195},
     ]
     response = client.post("/predict", json=rows)
     assert response.status_code == 200
     answers = response.json()
-    assert [answer["result"] for answer in answers] == ["Adelie", None, "Gentoo", None, None]
+    assert [answer["result"] for answer in answers] == ["Adelie", None, "Gentoo", None, None, None]
     assert answers[0]["model_version"] == 1
     assert answers[0]["parameters"] == {"bill_length_mm": 40.3, "flipper_length_mm": 195.0}
     assert "row 1" in answers[1]["error"]
     assert "greater than 0" in answers[1]["error"]
     assert "bill_length_mm" in answers[3]["error"]
     assert answers[4]["error"]
+    assert "underscore" in answers[5]["error"]
     single = client.get("/predict", params={"bill_length_mm": 47.5, "flipper_length_mm": 220}).json()
     assert answers[2]["probabilities"] == single["probabilities"]
 

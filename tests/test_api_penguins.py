@@ -52,6 +52,7 @@ def test_a_missing_parameter_is_named_with_its_range(client: TestClient) -> None
         ("-Infinity", "finite number"),
         ("forty", "valid number"),
         ("", "valid number"),
+        ("40_3", "underscore"),  # Python's float() would read 403.0
     ],
 )
 def test_bad_values_are_422_saying_what_to_fix(client: TestClient, value: str, complaint: str) -> None:

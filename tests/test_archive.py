@@ -123,6 +123,18 @@ def test_label_problems_are_listed_with_line_numbers(digits: tuple[np.ndarray, n
         read(zip_of(entries))
 
 
+def test_a_labels_file_far_bigger_than_its_labels_is_413(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # It is read whole and split: its size must stay near what the labels need, not the archive limits.
+    images, _ = digits
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # stored: no compression ratio to catch
+        for index, image in enumerate(images):
+            archive.writestr(f"{index}.png", png_bytes(image))
+        archive.writestr("labels.txt", b"1 2 3 4 5" + b" " * 100_000)
+    with pytest.raises(PayloadTooLarge, match=r"labels.txt is 100009 bytes; 5 labels fit in far less"):
+        read(buffer.getvalue())
+
+
 def test_entries_that_are_not_images_are_named(digits: tuple[np.ndarray, np.ndarray]) -> None:
     images, _ = digits
     entries = {"0.png": png_bytes(images[0]), "1.png": b"I am text", "2.png": b"\x89PNG\r\n\x1a\ngarbage"}
@@ -147,6 +159,16 @@ def test_too_many_entries_is_413(digits: tuple[np.ndarray, np.ndarray]) -> None:
     entries = {f"{index}.png": png_bytes(digits[0][0]) for index in range(101)}
     with pytest.raises(PayloadTooLarge, match="101 entries"):
         read(zip_of(entries))
+
+
+def test_a_directory_of_countless_entries_is_refused_before_it_is_parsed() -> None:
+    # 46-byte central directory records and an end record claiming few: zipfile would build a ZipInfo
+    # per record (2 million from 90 MB) before any limit could look at them.
+    record = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+    directory = (record + b"a") * 5000
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), 0, 0)
+    with pytest.raises(PayloadTooLarge, match=r"up to 5000 entries, over the limit of 100"):
+        read(directory + end)
 
 
 def test_a_zip_bomb_is_refused_without_inflating_it() -> None:

@@ -1,8 +1,19 @@
 """Response bodies, as the OpenAPI schema documents them."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+
+def _no_digit_separators(value: object) -> object:
+    """Python reads "40_3" as 403.0; someone who sent that meant something else."""
+    if isinstance(value, str) and "_" in value:
+        raise ValueError(f"{value[:20]!r} has an underscore: write the number plainly, like 40.3")
+    return value
+
+
+# A measurement sent as text (query strings, or a quoted number in JSON) is read as a plain decimal.
+PlainNumber = BeforeValidator(_no_digit_separators)
 
 
 def part_media_types(field: str, media_types: str) -> dict:
@@ -112,8 +123,13 @@ class JobList(BaseModel):
 
 
 class PenguinInput(BaseModel):
-    bill_length_mm: float = Field(gt=0, allow_inf_nan=False, description="Bill length in millimetres.")
-    flipper_length_mm: float = Field(gt=0, allow_inf_nan=False, description="Flipper length in millimetres.")
+    # The validator after the constraints, so that the schema still shows them (exclusiveMinimum).
+    bill_length_mm: Annotated[
+        float, Field(gt=0, allow_inf_nan=False, description="Bill length in millimetres."), PlainNumber
+    ]
+    flipper_length_mm: Annotated[
+        float, Field(gt=0, allow_inf_nan=False, description="Flipper length in millimetres."), PlainNumber
+    ]
 
 
 class PenguinBatchItem(BaseModel):

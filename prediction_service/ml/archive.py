@@ -30,9 +30,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 LOCAL_HEADER_SIZE = 30
+CENTRAL_DIRECTORY_SIGNATURE = b"PK\x01\x02"
 MAX_LISTED = 10
 CHUNK_IMAGES = 512
 CHUNK_BYTES = 16 * 1024 * 1024
+# A labels file holds a digit and a separator per image; room for CRLFs, padding and a comment-free header.
+LABEL_BYTES_PER_IMAGE = 16
+LABEL_BYTES_SLACK = 64 * 1024
 
 Chunk = list[str]  # entry names
 Decoded = list[np.ndarray | ServiceError]
@@ -112,7 +116,7 @@ def read_labelled_zip(path: Path, limits: ArchiveLimits, decode_chunks: DecodeCh
     themselves.
     """
     decode_chunks = decode_chunks or decode_in_this_process(limits.image)
-    archive = _open(path)
+    archive = _open(path, limits.max_entries)
     with archive:
         entries = _checked_entries(archive, limits)
         images = [entry for entry in entries if _suffix(entry) in IMAGE_SUFFIXES]
@@ -140,15 +144,38 @@ def read_labelled_zip(path: Path, limits: ArchiveLimits, decode_chunks: DecodeCh
     return LabelledImages(decoded, labels, layout)
 
 
-def _open(path: Path) -> zipfile.ZipFile:
+def _open(path: Path, max_entries: int) -> zipfile.ZipFile:
     if path.stat().st_size == 0:
         raise InvalidInput("the upload is empty: send a .zip of labelled PNG images")
     if not zipfile.is_zipfile(path):
         raise UnsupportedMediaType("the upload is not a zip archive: send a .zip of labelled PNG images")
+    records = _directory_records_at_most(path)
+    if records > max_entries:
+        raise PayloadTooLarge(
+            f"the archive has up to {records} entries, over the limit of {max_entries} (MAX_ZIP_ENTRIES)"
+        )
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
         raise InvalidInput(f"the zip archive is corrupt ({error}): create it again") from error
+
+
+def _directory_records_at_most(path: Path) -> int:
+    """An upper bound on the entries that zipfile would parse, counted before it does.
+
+    zipfile reads the whole central directory into ZipInfo objects before any
+    limit can be checked: 90 MB of minimal records are 2 million entries, 7 s
+    and 800 MB. Every record starts with a signature, so counting signatures in
+    the file (in C, ~1 ms a MB) bounds the count; data that happens to hold the
+    signature only makes the bound higher.
+    """
+    count = 0
+    tail = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            count += (tail + chunk).count(CENTRAL_DIRECTORY_SIGNATURE)
+            tail = chunk[-(len(CENTRAL_DIRECTORY_SIGNATURE) - 1) :]
+    return count
 
 
 def _checked_entries(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[zipfile.ZipInfo]:
@@ -258,6 +285,12 @@ def _labels_from_text(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], 
     if len(texts) > 1:
         raise InvalidInput(f"found {len(texts)} .txt files ({_listing([t.filename for t in texts])}); keep one")
     name = texts[0].filename
+    most = LABEL_BYTES_PER_IMAGE * image_count + LABEL_BYTES_SLACK
+    if texts[0].file_size > most:  # read whole and split below: its size must stay near the labels' own
+        raise PayloadTooLarge(
+            f"{name} is {texts[0].file_size} bytes; {image_count} labels fit in far less (at most {most} bytes "
+            "accepted): it should hold one label 0-9 per image, separated by whitespace"
+        )
     try:
         text = archive.read(texts[0]).decode("utf-8-sig")
     except UnicodeDecodeError as error:

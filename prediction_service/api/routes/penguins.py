@@ -10,12 +10,19 @@ from pydantic import TypeAdapter, ValidationError
 from prediction_service import metrics
 from prediction_service.api.deps import RegistryDep, SettingsDep
 from prediction_service.api.errors import error_responses
-from prediction_service.api.schemas import PenguinBatchItem, PenguinInput, PenguinParameters, PenguinPrediction
+from prediction_service.api.schemas import (
+    PenguinBatchItem,
+    PenguinInput,
+    PenguinParameters,
+    PenguinPrediction,
+    PlainNumber,
+)
 from prediction_service.catalog import PENGUINS
 from prediction_service.errors import InvalidInput
 
 router = APIRouter(tags=["penguins"])
 
+# PlainNumber after Query: validators placed before the constraints would hide them from the schema.
 BillLength = Annotated[
     float,
     Query(
@@ -24,6 +31,7 @@ BillLength = Annotated[
         description="Bill length in millimetres: a finite number greater than 0 (the training data spans 32-60).",
         openapi_examples={"Adelie": {"value": 40.3}, "Gentoo": {"value": 47.5}},
     ),
+    PlainNumber,
 ]
 FlipperLength = Annotated[
     float,
@@ -33,6 +41,7 @@ FlipperLength = Annotated[
         description="Flipper length in millimetres: a finite number greater than 0 (the training data spans 172-231).",
         openapi_examples={"Adelie": {"value": 195}, "Gentoo": {"value": 220}},
     ),
+    PlainNumber,
 ]
 
 
