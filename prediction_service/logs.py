@@ -75,6 +75,8 @@ class BufferedStreamHandler(logging.StreamHandler):
     def __init__(self) -> None:
         raw = io.FileIO(os.dup(sys.stderr.fileno()), "w")
         super().__init__(io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8", errors="replace"))
+        assert self.lock is not None  # Handler.__init__ always makes it; the one emit() holds too
+        self._lock = self.lock
         self._last_flush = time.monotonic()
         threading.Thread(target=self._flush_now_and_then, name="log-flusher", daemon=True).start()
         atexit.register(self.flush_now)
@@ -86,7 +88,7 @@ class BufferedStreamHandler(logging.StreamHandler):
 
     def write_line(self, line: str) -> None:
         """A formatted line, written without a LogRecord (see `log_request`)."""
-        with self.lock:
+        with self._lock:
             self.stream.write(line + "\n")
         self.flush()
 
@@ -96,7 +98,7 @@ class BufferedStreamHandler(logging.StreamHandler):
             self.flush_now()
 
     def flush_now(self) -> None:
-        with self.lock:
+        with self._lock:
             self._last_flush = time.monotonic()
             if not self.stream.closed:
                 self.stream.flush()

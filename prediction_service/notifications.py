@@ -11,6 +11,7 @@ can check that the message comes from this service (compare in constant time).
 """
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -74,7 +75,7 @@ class Notifier:
         summary = job_summary(job)
         body = json.dumps(summary, sort_keys=True).encode()
         for url in self.urls:
-            self._spawn(f"webhook {url}", lambda url=url: self._post(url, body))
+            self._spawn(f"webhook {url}", functools.partial(self._post, url, body))
         if self.email_enabled:
             self._spawn("email", lambda: asyncio.to_thread(self._send_email, summary))
 

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -97,14 +98,15 @@ def document_configured_limits(app: FastAPI, settings: Settings) -> None:
     """Put limits that are settings (MAX_BATCH_ITEMS) into the OpenAPI schema, as configured."""
     make_schema = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = make_schema()
-            batch = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-            batch["maxItems"] = settings.max_batch_items
-            form = schema["paths"]["/predict-images"]["post"]["requestBody"]["content"]["multipart/form-data"]
-            form_schema = schema["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[-1]]
-            form_schema["properties"]["files"]["maxItems"] = settings.max_batch_items
-        return app.openapi_schema
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = make_schema()  # FastAPI keeps it as app.openapi_schema: changed here once
+        batch = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        batch["maxItems"] = settings.max_batch_items
+        form = schema["paths"]["/predict-images"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        form_schema = schema["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[-1]]
+        form_schema["properties"]["files"]["maxItems"] = settings.max_batch_items
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -26,5 +26,5 @@ def admin_paths(app: FastAPI) -> list[re.Pattern[str]]:
     for context in iter_route_contexts(app.routes):
         dependant = getattr(context.original_route, "dependant", None)
         if dependant is not None and any(dep.call is require_admin for dep in dependant.dependencies):
-            patterns.append(context.route.path_regex)
+            patterns.append(context.route.path_regex)  # type: ignore[attr-defined]  # an APIRoute's
     return patterns

@@ -16,6 +16,7 @@ entries), so a zip bomb is refused without inflating a byte of it.
 import itertools
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from prediction_service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
-from prediction_service.ml.images import ImageLimits, decode_digits
+from prediction_service.ml.images import ImageLimits, decode_digit_stack
+from prediction_service.ml.zip_entries import EntryReader, EntryRecord
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
@@ -38,8 +40,9 @@ CHUNK_BYTES = 16 * 1024 * 1024
 LABEL_BYTES_PER_IMAGE = 16
 LABEL_BYTES_SLACK = 64 * 1024
 
-Chunk = list[str]  # entry names
-Decoded = list[np.ndarray | ServiceError]
+Chunk = list[EntryRecord]
+# (n, 28, 28) images in the chunk's order, black where one failed; the failures by position.
+Decoded = tuple[np.ndarray, dict[int, ServiceError]]
 # Turns chunks of entry names of the zip at a path into decoded images, in order.
 DecodeChunks = Callable[[Path, Iterable[Chunk]], Iterator[Decoded]]
 
@@ -63,49 +66,36 @@ class LabelledImages:
         return {str(digit): counts.get(digit, 0) for digit in range(10)}
 
 
-_worker_archive: dict[tuple[str, int, int], zipfile.ZipFile] = {}
-
-
-def decode_entries(path: Path, names: Chunk, limits: ImageLimits) -> Decoded:
-    """Decode some entries of an already checked zip, by name: the work of a decoding process.
-
-    Each process keeps the last zip it opened, so a big upload's central
-    directory is read once per process, not once per chunk.
-    """
-    status = path.stat()
-    key = (str(path), status.st_ino, status.st_mtime_ns)
-    archive = _worker_archive.get(key)
-    if archive is None:
-        for old in _worker_archive.values():
-            old.close()
-        _worker_archive.clear()
-        archive = _worker_archive[key] = zipfile.ZipFile(path)
-    return _decode_from(archive, names, limits)
+def decode_entries(path: Path, entries: Chunk, limits: ImageLimits) -> Decoded:
+    """Decode some entries of an already checked zip: the work of a decoding process, or of this one."""
+    files, unreadable = [], {}
+    with EntryReader(path) as reader:
+        for index, entry in enumerate(entries):
+            try:
+                files.append((repr(entry.name), reader.read(entry)))
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                NotImplementedError,
+                KeyError,
+                zlib.error,
+            ) as error:
+                unreadable[index] = InvalidInput(f"{entry.name!r} cannot be read from the archive ({error})")
+                files.append((repr(entry.name), b""))
+    stack, errors = decode_digit_stack(files, limits)
+    return stack, {**errors, **unreadable}
 
 
 def decode_in_this_process(limits: ImageLimits) -> DecodeChunks:
-    """Decode in the calling process, the zip opened once for all chunks and closed after them."""
+    """Decode in the calling process, chunk by chunk."""
 
     def decode(path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
-        with zipfile.ZipFile(path) as archive:
-            for chunk in chunks:
-                yield _decode_from(archive, chunk, limits)
+        for chunk in chunks:
+            yield decode_entries(path, chunk, limits)
 
     return decode
-
-
-def _decode_from(archive: zipfile.ZipFile, names: Chunk, limits: ImageLimits) -> Decoded:
-    files, failures = [], {}
-    for name in names:
-        try:
-            files.append((repr(name), archive.read(name)))
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, KeyError) as error:
-            failures[len(files)] = InvalidInput(f"{name!r} cannot be read from the archive ({error})")
-            files.append((repr(name), b""))
-    decoded = decode_digits(files, limits)
-    for position, failure in failures.items():
-        decoded[position] = failure
-    return decoded
 
 
 def read_labelled_zip(path: Path, limits: ArchiveLimits, decode_chunks: DecodeChunks | None = None) -> LabelledImages:
@@ -322,7 +312,7 @@ def _decode_all(path: Path, entries: list[zipfile.ZipInfo], decode_chunks: Decod
     chunk: Chunk = []
     size = 0
     for entry in entries:
-        chunk.append(entry.filename)
+        chunk.append(EntryRecord.of(entry))
         size += entry.file_size
         if len(chunk) >= CHUNK_IMAGES or size >= CHUNK_BYTES:
             chunks.append(chunk)
@@ -330,12 +320,11 @@ def _decode_all(path: Path, entries: list[zipfile.ZipInfo], decode_chunks: Decod
     if chunk:
         chunks.append(chunk)
     failures: list[ServiceError] = []
-    outcomes = itertools.chain.from_iterable(decode_chunks(path, chunks))
-    for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, ServiceError):
-            failures.append(outcome)
-        else:
-            decoded[index] = outcome
+    start = 0
+    for images, errors in decode_chunks(path, chunks):
+        decoded[start : start + len(images)] = images
+        failures.extend(errors[position] for position in sorted(errors))
+        start += len(images)
     if failures:
         kind = PayloadTooLarge if any(isinstance(error, PayloadTooLarge) for error in failures) else InvalidInput
         messages = [error.detail for error in failures]

@@ -38,7 +38,6 @@ _POSITIONS = np.arange(SIDE, dtype=np.float32)
 GROUP = 256  # images computed together: big enough to share the work, small enough for the CPU cache
 # Big pictures are shrunk to this before any arithmetic (the digit ends up 20 px tall anyway).
 WORKING_SIDE = 448
-_PENDING = np.zeros((SIDE, SIDE), dtype=np.uint8)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -65,20 +64,30 @@ def decode_digit(data: bytes, limits: ImageLimits, name: str = "the file") -> np
 
 def decode_digits(files: Sequence[tuple[str, bytes]], limits: ImageLimits) -> list[np.ndarray | ServiceError]:
     """Many (name, bytes) files at once: an MNIST-style array, or the error, per file."""
+    stack, errors = decode_digit_stack(files, limits)
+    return [errors.get(index, digit) for index, digit in enumerate(stack)]
+
+
+def decode_digit_stack(
+    files: Sequence[tuple[str, bytes]], limits: ImageLimits
+) -> tuple[np.ndarray, dict[int, ServiceError]]:
+    """Many files at once, as one (n, 28, 28) array (black where a file failed) and each failure
+    by position: cheaper to send between processes than an array per file."""
     greys: list[np.ndarray] = []
     decoded: list[int] = []
-    outcomes: list[np.ndarray | ServiceError] = []
-    for name, data in files:
+    errors: dict[int, ServiceError] = {}
+    for index, (name, data) in enumerate(files):
         try:
             greys.append(read_grey(data, limits, name))
-            decoded.append(len(outcomes))
-            outcomes.append(_PENDING)
+            decoded.append(index)
         except ServiceError as error:
-            outcomes.append(error)
+            errors[index] = error
+    if not errors:
+        return normalize_digits(greys), errors
+    stack = np.zeros((len(files), SIDE, SIDE), dtype=np.uint8)
     if greys:
-        for position, digit in zip(decoded, normalize_digits(greys), strict=True):
-            outcomes[position] = digit
-    return outcomes
+        stack[decoded] = normalize_digits(greys)
+    return stack, errors
 
 
 def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.ndarray:
@@ -221,7 +230,7 @@ def normalize_digits(greys: Sequence[np.ndarray]) -> np.ndarray:
         ink = _light_ink_on_black(stack.astype(np.float32))
         height, width = ink.shape[1:]
         solid = ink >= INK_THRESHOLD * 255
-        rows, cols = solid.any(axis=2), solid.any(axis=1)
+        rows, cols = np.asarray(solid.any(axis=2)), np.asarray(solid.any(axis=1))
         top, left = rows.argmax(axis=1), cols.argmax(axis=1)
         bottom, right = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
         # Faint specks outside the digit's box do not count (the box is what gets placed).
