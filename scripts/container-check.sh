@@ -65,12 +65,18 @@ done
 echo "ready $(( $(date +%s) - started )) s after start"
 
 echo "== checks from outside"
-curl -fsS "$url/health/ready" | tee /dev/stderr | grep -q '"status":"ready"'
-echo
-curl -fsS "$url/predict?bill_length_mm=40.3&flipper_length_mm=195" | tee /dev/stderr | grep -q '"result":"Adelie"'
-echo
-curl -fsS -F file=@samples/test_img0.png "$url/predict-image" | tee /dev/stderr | grep -q '"model_version":1'
-echo
+# Prints the answer, and fails unless it holds the pattern. (Not `tee /dev/stderr`: that reopens the
+# file stderr goes to, truncating a CI log that is written to a file.)
+expect_answer() {
+  local pattern=$1 answer
+  shift
+  answer=$(curl -fsS "$@") || { echo "request failed: curl $*"; return 1; }
+  echo "$answer"
+  grep -q -- "$pattern" <<<"$answer" || { echo "the answer lacks $pattern"; return 1; }
+}
+expect_answer '"status":"ready"' "$url/health/ready"
+expect_answer '"result":"Adelie"' "$url/predict?bill_length_mm=40.3&flipper_length_mm=195"
+expect_answer '"model_version":1' -F file=@samples/test_img0.png "$url/predict-image"
 status=$(curl -s -o /dev/null -w '%{http_code}' -F file=@samples/retrain_img.zip "$url/upload-images") \
   || { echo "an anonymous upload failed on the client's side (curl exit $?), not a clean 401"; exit 1; }
 [ "$status" = 401 ] || { echo "an anonymous upload got $status, not 401"; exit 1; }
