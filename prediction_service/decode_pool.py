@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from prediction_service.ml.archive import Chunk, Decoded, decode_entries, decode_in_this_process
+from prediction_service.ml.archive import Chunk, Decoded, decode_entries
 from prediction_service.ml.images import ImageLimits, warm_up
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class DecodePool:
     def decode_chunks(self, path: Path, chunks: Iterable[Chunk]) -> Iterator[Decoded]:
         """Decoded chunks of the zip at `path`, in order; a few in flight, so memory stays bounded."""
         if self._executor is None:
-            yield from decode_in_this_process(self.limits)(path, chunks)
+            yield from (decode_entries(path, chunk, self.limits) for chunk in chunks)
             return
         in_flight: deque[tuple[Chunk, Future[Decoded]]] = deque()
         try:
@@ -76,8 +76,7 @@ class DecodePool:
         except BrokenProcessPool:
             log.exception("an image decoding process died; decoding in this process instead")
             self.stop()
-            [decoded] = decode_in_this_process(self.limits)(path, [chunk])
-            return decoded
+            return decode_entries(path, chunk, self.limits)
 
 
 def _exit_with_server(server_pid: int) -> None:

@@ -136,10 +136,6 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
 request_log = logging.getLogger("prediction_service.requests")
 
 
-def request_log_enabled() -> bool:
-    return request_log.isEnabledFor(logging.INFO)
-
-
 def log_request(message: str, fields: dict) -> None:
     """The one line per request, at INFO.
 

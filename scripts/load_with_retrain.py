@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -134,9 +134,7 @@ def answers_older_than_already_seen(seen: list[Answer]) -> list[str]:
 def analyse(result: dict, duration: float) -> list[str]:
     record: Recorder = result["record"]
     problems = [f"{len(record.errors)} request errors, e.g. {record.errors[:3]}"] if record.errors else []
-    statuses = defaultdict(int)
-    for answer in record.answers:
-        statuses[answer.status] += 1
+    statuses = Counter(answer.status for answer in record.answers)
     if set(statuses) != {200}:
         problems.append(f"answers other than 200: {dict(statuses)}")
     by_worker: dict[str, list[Answer]] = defaultdict(list)
@@ -164,9 +162,7 @@ def analyse(result: dict, duration: float) -> list[str]:
                     f"worker {worker} served version {new_version} {switches[worker]:.2f} s after publishing"
                 )
     total = len(record.answers)
-    per_worker = defaultdict(int)
-    for answer in record.answers:
-        per_worker[answer.worker] += 1
+    per_worker = Counter(answer.worker for answer in record.answers)
     print(
         f"{total} answers in {duration:.0f} s ({total / duration:.0f}/s) from {len(per_worker)} workers "
         f"({', '.join(f'{worker} {count}' for worker, count in per_worker.items())}); "

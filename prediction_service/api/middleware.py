@@ -245,19 +245,18 @@ class RequestObserver:
             requests, latency = _request_metrics(method, template, status)
             requests.inc()
             latency.observe(elapsed)
-            if logs.request_log_enabled():
-                path = scope["path"][:200]
-                fields = {
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                }
-                if "model_version" in state:
-                    fields["model_version"] = state["model_version"]
-                logs.log_request(f"{method} {path} {status} {elapsed * 1000:.1f} ms", fields)
+            path = scope["path"][:200]
+            fields = {
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            }
+            if "model_version" in state:
+                fields["model_version"] = state["model_version"]
+            logs.log_request(f"{method} {path} {status} {elapsed * 1000:.1f} ms", fields)
 
 
 @functools.cache

@@ -26,13 +26,11 @@ import numpy as np
 
 from prediction_service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from prediction_service.ml.images import ImageLimits, decode_digit_stack
-from prediction_service.ml.zip_entries import EntryReader, EntryRecord
+from prediction_service.ml.zip_entries import LOCAL_HEADER, EntryReader, EntryRecord, directory_records_at_most
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-LOCAL_HEADER_SIZE = 30
-CENTRAL_DIRECTORY_SIGNATURE = b"PK\x01\x02"
 MAX_LISTED = 10
 CHUNK_IMAGES = 512
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -139,7 +137,7 @@ def _open(path: Path, max_entries: int) -> zipfile.ZipFile:
         raise InvalidInput("the upload is empty: send a .zip of labelled PNG images")
     if not zipfile.is_zipfile(path):
         raise UnsupportedMediaType("the upload is not a zip archive: send a .zip of labelled PNG images")
-    records = _directory_records_at_most(path)
+    records = directory_records_at_most(path)
     if records > max_entries:
         raise PayloadTooLarge(
             f"the archive has up to {records} entries, over the limit of {max_entries} (MAX_ZIP_ENTRIES)"
@@ -148,24 +146,6 @@ def _open(path: Path, max_entries: int) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
         raise InvalidInput(f"the zip archive is corrupt ({error}): create it again") from error
-
-
-def _directory_records_at_most(path: Path) -> int:
-    """An upper bound on the entries that zipfile would parse, counted before it does.
-
-    zipfile reads the whole central directory into ZipInfo objects before any
-    limit can be checked: 90 MB of minimal records are 2 million entries, 7 s
-    and 800 MB. Every record starts with a signature, so counting signatures in
-    the file (in C, ~1 ms a MB) bounds the count; data that happens to hold the
-    signature only makes the bound higher.
-    """
-    count = 0
-    tail = b""
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            count += (tail + chunk).count(CENTRAL_DIRECTORY_SIGNATURE)
-            tail = chunk[-(len(CENTRAL_DIRECTORY_SIGNATURE) - 1) :]
-    return count
 
 
 def _checked_entries(archive: zipfile.ZipFile, limits: ArchiveLimits) -> list[zipfile.ZipInfo]:
@@ -215,7 +195,7 @@ def _refuse_overlaps(infos: list[zipfile.ZipInfo]) -> None:
     spans = sorted(
         (
             info.header_offset,
-            info.header_offset + LOCAL_HEADER_SIZE + len(info.orig_filename.encode()) + info.compress_size,
+            info.header_offset + LOCAL_HEADER.size + len(info.orig_filename.encode()) + info.compress_size,
             info.filename,
         )
         for info in infos

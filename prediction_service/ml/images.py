@@ -103,8 +103,8 @@ def read_grey(data: bytes, limits: ImageLimits, name: str = "the file") -> np.nd
         if pixels is not None:
             return _shrunk(pixels.astype(np.float32))
     image = _open(data, name)
-    _check_pixels(*image.size, limits, name)
     width, height = image.size
+    _check_pixels(width, height, limits, name)
     try:
         if image.format == "JPEG" and max(width, height) > 2 * WORKING_SIDE:
             image.draft("L", (width * WORKING_SIDE // max(width, height), height * WORKING_SIDE // max(width, height)))
