@@ -33,7 +33,8 @@ def chart_points(page) -> int:
 def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    env = quick_env(model_dir, RETRAIN_EPOCHS="6")
+    # Small batches: an epoch takes longer than the page's 0.5 s refresh, so the curves are seen growing.
+    env = quick_env(model_dir, RETRAIN_EPOCHS="6", RETRAIN_BATCH_SIZE="16")
     with running_server(env, tmp_path / "server.log") as server, offline_page(tmp_path) as (page, outside):
         page.goto(f"{server.url}/ui")
         page.wait_for_selector("#models table[data-model=mnist]")
