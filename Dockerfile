@@ -2,7 +2,8 @@
 #   docker build -t prediction-service .                        # models train at first start
 #   docker build --build-arg TRAIN_MODELS=true -t prediction-service .   # ready in seconds
 #   docker run -p 8000:8000 -v models:/app/model_store prediction-service
-# Without internet access, give the build a local MNIST: --build-arg MNIST_DATA=<path inside the build context>.
+# Without internet access the first training uses the bundled sample (data/mnist-sample.npz); to choose another
+# local MNIST: --build-arg MNIST_DATA=<path inside the build context>.
 
 # --- build stage: a virtual environment with the pinned dependencies ---
 FROM python:3.11-slim AS build
@@ -30,6 +31,7 @@ RUN groupadd --system --gid 10001 service \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=service:service main.py penguins.csv ./
+COPY --chown=service:service data/ ./data/
 COPY --chown=service:service prediction_service/ ./prediction_service/
 USER 10001:10001
 

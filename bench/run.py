@@ -8,7 +8,7 @@ Starts, on loopback, each with one uvicorn worker and the same flags:
 - the floor (`bench/floor.py`): bare endpoints of the same shape that do no work,
 loads them with wrk (bench/multipart.lua for the uploads), and prints a table of ratios.
 The results are also written to bench/results/<time>.json and bench/results/latest.md.
-Needs wrk (apt-get install wrk) and ../shared/data/mnist-small.npz.
+Needs wrk (apt-get install wrk); the baseline is measured when ../shared/baseline is there.
 """
 
 import argparse
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SHARED = ROOT.parent / "shared"
 BASELINE = SHARED / "baseline"
-MNIST_SMALL = SHARED / "data" / "mnist-small.npz"
+MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 IMAGE = ROOT / "samples" / "test_img0.png"
 TOKEN = "bench-token"
 PREDICT_PATH = "/predict/?bill_length_mm=40.3&flipper_length_mm=195"

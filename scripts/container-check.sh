@@ -6,7 +6,7 @@
 # Works without a Docker engine and without registry access: the python:3.11-slim base is
 # stood in for by a Debian bookworm root made with debootstrap and imported into podman (done
 # once; later runs reuse it). Needs root, podman, buildah, runc and debootstrap (apt-get install
-# podman buildah runc debootstrap), and ../shared/data/mnist-small.npz to train during the build.
+# podman buildah runc debootstrap); trains during the build on the bundled data/mnist-sample.npz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,6 @@ WORK=${CONTAINER_WORK:-/var/tmp/prediction-service-container}
 PORT=${CONTAINER_PORT:-18080}
 TOKEN=container-check-token
 LIMITS=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
-MNIST_SMALL=../shared/data/mnist-small.npz
 
 echo "== hadolint"
 hadolint Dockerfile
@@ -39,13 +38,11 @@ if ! podman image exists "$BASE"; then
 fi
 
 echo "== build"
-mkdir -p build-data
-cp "$MNIST_SMALL" build-data/mnist-small.npz
 started=$(date +%s)
 podman build --pull=never --format docker --isolation chroot --network host "${LIMITS[@]}" \
   --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
   --build-arg TRAIN_MODELS=true \
-  --build-arg MNIST_DATA=build-data/mnist-small.npz \
+  --build-arg MNIST_DATA=data/mnist-sample.npz \
   --build-arg MNIST_EPOCHS="${MNIST_EPOCHS:-15}" \
   --tag "$IMAGE" .
 echo "built in $(( $(date +%s) - started )) s; size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | numfmt --to=iec)"

@@ -13,7 +13,7 @@ After every restart:
 - no partial version folder or half-received upload is left;
 - every job is final or `interrupted` (queued ones run after the restart), and every upload that
   was answered 202 still has its dataset on disk.
-Needs ../shared/data/mnist-small.npz. Prints the count of kills survived; exits 1 on a violation.
+Uses the bundled data/mnist-sample.npz. Prints the count of kills survived; exits 1 on a violation.
 """
 
 import argparse
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from prediction_service.store import ModelStore  # noqa: E402
 
-MNIST_SMALL = ROOT.parent / "shared" / "data" / "mnist-small.npz"
+MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 SAMPLE = ROOT / "samples" / "retrain_img.zip"
 TOKEN = "crash-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ Every answer's X-Worker header says which worker process gave it. Checks:
 - zero errors and zero 5xx (every answer 200);
 - per worker, no answer has an older digit model_version than one already received before it was sent;
 - every worker answers with the new version within 2 s of the pointer moving.
-Prints the figures; exits 1 if a check fails. Needs ../shared/data/mnist-small.npz.
+Prints the figures; exits 1 if a check fails. Uses the bundled data/mnist-sample.npz.
 """
 
 import argparse
@@ -30,7 +30,7 @@ from typing import NamedTuple
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-MNIST_SMALL = ROOT.parent / "shared" / "data" / "mnist-small.npz"
+MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 TOKEN = "load-test-token"
 SWITCH_LIMIT = 2.0
 RAMP_UP_SECONDS = 0.5

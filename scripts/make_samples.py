@@ -1,6 +1,6 @@
-"""Make the sample files in samples/ from ../shared/data/mnist-small.npz.
+"""Make the sample files in samples/ from data/mnist-sample.npz.
 
-    python scripts/make_samples.py [--data ../shared/data/mnist-small.npz]
+    python scripts/make_samples.py [--data data/mnist-sample.npz]
 
 - test_img0.png: the first hold-out digit, 28x28 grey, as in the original tutorial;
 - digit_dark_on_light.jpg: the same kind of digit as a large RGB photo-like image, dark ink on light paper;
@@ -23,7 +23,7 @@ RETRAIN_IMAGES = 1000
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist-small.npz")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "mnist-sample.npz")
     parser.add_argument("--out", type=Path, default=ROOT / "samples")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,11 @@ from prediction_service.settings import Settings
 from prediction_service.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-MNIST_SMALL = SHARED_DATA / "mnist-small.npz"
+MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 SAMPLES = ROOT / "samples"
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Small data: the 8,000 small-MNIST images for three epochs train the first CNN in ~10 s (~95% hold-out accuracy).
+# Small data: the 8,000 training images of the bundled MNIST sample for three epochs train the first CNN in ~10 s (~95% hold-out accuracy).
 TRAIN_SIZE = 8000
 EPOCHS = 3
 

@@ -13,7 +13,7 @@ def test_a_local_file_in_keras_layout(mnist_arrays: dict[str, np.ndarray]) -> No
     assert data.x_train.shape == (8000, 28, 28)
     assert data.x_test.shape == (2000, 28, 28)
     assert (data.y_test == mnist_arrays["y_test"]).all()
-    assert "mnist-small.npz" in data.describe()["description"]
+    assert "mnist-sample.npz" in data.describe()["description"]
 
 
 def test_train_size_limits_only_the_training_images() -> None:
@@ -54,13 +54,36 @@ def test_without_a_file_keras_downloads_it(monkeypatch: pytest.MonkeyPatch) -> N
     assert data.source == "keras.datasets.mnist"
 
 
-def test_a_failed_download_makes_mnist_unavailable_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_the_bundled_sample_is_used_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mnist_arrays: dict[str, np.ndarray]
+) -> None:
     import keras
 
     def offline() -> None:
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with caplog.at_level("WARNING", logger="prediction_service.ml.mnist_data"):
+        data = load_mnist(None)
+    assert (data.y_train == mnist_arrays["y_train"]).all()
+    assert (data.x_test == mnist_arrays["x_test"]).all()
+    assert data.describe()["source"] == "the bundled sample mnist-sample.npz"
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "downloading MNIST failed" in warnings[0]
+    assert "set MNIST_DATA to a local mnist.npz" in warnings[0]
+
+
+def test_offline_without_the_bundled_sample_mnist_is_unavailable_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import keras
+
+    def offline() -> None:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    monkeypatch.setattr(mnist_data, "BUNDLED_SAMPLE", tmp_path / "deleted.npz")
     with pytest.raises(MnistUnavailable) as raised:
         mnist_data.load_mnist(None)
     assert "downloading MNIST failed" in raised.value.reason

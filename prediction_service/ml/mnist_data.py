@@ -1,4 +1,4 @@
-"""Where the MNIST arrays come from: a local .npz in Keras's layout, or Keras's download."""
+"""Where the MNIST arrays come from: a local .npz in Keras's layout, Keras's download, or the bundled sample."""
 
 import hashlib
 import logging
@@ -12,6 +12,9 @@ from prediction_service.errors import ModelUnavailable
 log = logging.getLogger(__name__)
 
 KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The official MNIST test set in Keras's layout, shipped with the repository (see data/README.md):
+# what a first start trains on when the full MNIST cannot be downloaded.
+BUNDLED_SAMPLE = Path(__file__).resolve().parents[2] / "data" / "mnist-sample.npz"
 FIX = "set MNIST_DATA to a local mnist.npz (Keras's layout: x_train, y_train, x_test, y_test)"
 
 
@@ -38,6 +41,7 @@ class MnistData:
         digest.update(np.ascontiguousarray(self.y_train).tobytes())
         return {
             "description": f"MNIST from {self.source}: {len(self.x_train)} training images",
+            "source": self.source,
             "sha256": digest.hexdigest(),
             "train_images": len(self.x_train),
             "holdout_images": len(self.x_test),
@@ -45,13 +49,25 @@ class MnistData:
 
 
 def load_mnist(path: Path | None, train_size: int | None = None) -> MnistData:
-    """MNIST from `path`, else from `keras.datasets.mnist.load_data()` (a download)."""
+    """MNIST from `path`, else from `keras.datasets.mnist.load_data()` (a download), else the bundled sample."""
     if path is not None:
         arrays = _read_npz(path)
         source = path.name
     else:
-        arrays = _download()
-        source = "keras.datasets.mnist"
+        try:
+            arrays = _download()
+            source = "keras.datasets.mnist"
+        except MnistUnavailable as error:
+            if not BUNDLED_SAMPLE.is_file():
+                raise
+            log.warning(
+                "%s: training on the bundled sample %s instead (8,000 images, a less accurate model); for the full "
+                "MNIST, start once with internet access or set MNIST_DATA to a local mnist.npz",
+                error.reason,
+                BUNDLED_SAMPLE.name,
+            )
+            arrays = _read_npz(BUNDLED_SAMPLE)
+            source = f"the bundled sample {BUNDLED_SAMPLE.name}"
     x_train, y_train, x_test, y_test = arrays
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
@@ -89,6 +105,5 @@ def _download() -> tuple[np.ndarray, ...]:
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception as error:
-        log.warning("MNIST download failed: %s", error)
         raise MnistUnavailable(f"MNIST_DATA is not set and downloading MNIST failed ({error})") from error
     return x_train, y_train, x_test, y_test
