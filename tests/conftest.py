@@ -24,7 +24,7 @@ MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 SAMPLES = ROOT / "samples"
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Small data: the 8,000 training images of the bundled MNIST sample for three epochs train the first CNN in ~10 s (~95% hold-out accuracy).
+# Small data: the bundled sample's 8,000 training images, 3 epochs: the first CNN in ~10 s (~95% hold-out accuracy).
 TRAIN_SIZE = 8000
 EPOCHS = 3
 
