@@ -97,7 +97,7 @@ def descendants(pid: int) -> list[int]:
 
 def _is_training_job(pid: int) -> bool:
     try:
-        return b"prediction_service.retraining.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"prediction_service.retraining.training_job" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -11,13 +11,13 @@ Settings come from the environment and `.env`, as for the server (MODEL_DIR, MNI
 import argparse
 import sys
 
-from prediction_service import logs
-from prediction_service.auth import AdminToken
-from prediction_service.catalog import model_kinds
-from prediction_service.errors import ServiceError
-from prediction_service.registry import Registry
-from prediction_service.settings import get_settings
-from prediction_service.store import ModelStore
+from prediction_service.core import logs
+from prediction_service.core.admin_token import AdminToken
+from prediction_service.core.errors import ServiceError
+from prediction_service.core.settings import get_settings
+from prediction_service.models.catalog import model_kinds
+from prediction_service.models.registry import Registry
+from prediction_service.storage.versions import ModelStore
 
 
 def train(args: argparse.Namespace) -> int:

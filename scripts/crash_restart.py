@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prediction_service.store import ModelStore  # noqa: E402
+from prediction_service.storage.versions import ModelStore  # noqa: E402
 
 MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 SAMPLE = ROOT / "samples" / "retrain_img.zip"

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from prediction_service.api.app import create_app
-from prediction_service.catalog import model_kinds
-from prediction_service.registry import Registry
-from prediction_service.settings import Settings
-from prediction_service.store import ModelStore
+from prediction_service.core.settings import Settings
+from prediction_service.models.catalog import model_kinds
+from prediction_service.models.registry import Registry
+from prediction_service.storage.versions import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from prediction_service import logs
 from prediction_service.api import errors
 from prediction_service.api.middleware import (
     AuthBeforeBody,
@@ -19,8 +18,9 @@ from prediction_service.api.middleware import (
 from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service, ui
 from prediction_service.api.security import admin_paths
 from prediction_service.api.slow_clients import install_header_timeout
-from prediction_service.container import Services
-from prediction_service.settings import Settings, get_settings
+from prediction_service.core import logs
+from prediction_service.core.settings import Settings, get_settings
+from prediction_service.services import Services
 
 MULTIPART_OVERHEAD = 64 * 1024
 # The order of the sections in /docs (routes are included hottest first, which is not reading order).

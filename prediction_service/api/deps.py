@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from prediction_service.container import Services
-from prediction_service.registry import Registry
-from prediction_service.settings import Settings
+from prediction_service.core.settings import Settings
+from prediction_service.models.registry import Registry
+from prediction_service.services import Services
 
 
 async def get_services(request: Request) -> Services:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from prediction_service.errors import ServiceError
+from prediction_service.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

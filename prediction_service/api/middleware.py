@@ -13,8 +13,8 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prediction_service import logs, metrics
-from prediction_service.errors import ServiceError
+from prediction_service.core import logs, metrics
+from prediction_service.core.errors import ServiceError
 
 
 class TrailingSlashInsensitive:

@@ -5,11 +5,11 @@ import logging
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from prediction_service.jobs import Job, JobStore, new_job_id
-from prediction_service.ml.archive import ArchiveLimits, DecodeChunks, read_labelled_zip
-from prediction_service.retraining.uploads import UploadStore
-from prediction_service.settings import Settings
-from prediction_service.store import utc_now
+from prediction_service.core.settings import Settings
+from prediction_service.retraining.archive import ArchiveLimits, DecodeChunks, read_labelled_zip
+from prediction_service.storage.jobs import Job, JobStore, new_job_id
+from prediction_service.storage.uploads import UploadStore
+from prediction_service.storage.versions import utc_now
 
 log = logging.getLogger(__name__)
 

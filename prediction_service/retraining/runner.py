@@ -16,11 +16,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from prediction_service.catalog import MNIST
-from prediction_service.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore
-from prediction_service.retraining.uploads import UploadStore
-from prediction_service.settings import Settings
-from prediction_service.store import ModelStore
+from prediction_service.core.settings import Settings
+from prediction_service.models.catalog import MNIST
+from prediction_service.storage.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore
+from prediction_service.storage.uploads import UploadStore
+from prediction_service.storage.versions import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class JobRunner:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "prediction_service.retraining.worker",
+            "prediction_service.retraining.training_job",
             str(self._model_dir),
             job.id,
             "--parent-pid",

@@ -6,14 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from prediction_service import metrics
 from prediction_service.api.deps import ServicesDep, SettingsDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
-from prediction_service.catalog import MNIST
-from prediction_service.container import Services
-from prediction_service.digit_inference import DigitResult
-from prediction_service.errors import InvalidInput, ServiceError
+from prediction_service.core import metrics
+from prediction_service.core.errors import InvalidInput, ServiceError
+from prediction_service.models.catalog import MNIST
+from prediction_service.models.mnist.inference import DigitResult
+from prediction_service.services import Services
 
 router = APIRouter(tags=["digits"])
 IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/webp"

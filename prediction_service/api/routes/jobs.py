@@ -13,9 +13,9 @@ from prediction_service.api.deps import ServicesDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
-from prediction_service.catalog import MNIST
-from prediction_service.container import Services
-from prediction_service.jobs import QUEUED, RUNNING, Job
+from prediction_service.models.catalog import MNIST
+from prediction_service.services import Services
+from prediction_service.storage.jobs import QUEUED, RUNNING, Job
 
 router = APIRouter(tags=["retraining"])
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from prediction_service import metrics
+from prediction_service.core import metrics
 
 router = APIRouter(tags=["service"])
 

@@ -9,7 +9,7 @@ from prediction_service.api.deps import RegistryDep, ServicesDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import ModelInfo, ModelList, VersionInfo
 from prediction_service.api.security import AdminDep
-from prediction_service.registry import Registry
+from prediction_service.models.registry import Registry
 
 router = APIRouter(prefix="/models", tags=["models"])
 

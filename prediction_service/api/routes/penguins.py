@@ -7,7 +7,6 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from prediction_service import metrics
 from prediction_service.api.deps import RegistryDep, SettingsDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import (
@@ -17,8 +16,9 @@ from prediction_service.api.schemas import (
     PenguinPrediction,
     PlainNumber,
 )
-from prediction_service.catalog import PENGUINS
-from prediction_service.errors import InvalidInput
+from prediction_service.core import metrics
+from prediction_service.core.errors import InvalidInput
+from prediction_service.models.catalog import PENGUINS
 
 router = APIRouter(tags=["penguins"])
 

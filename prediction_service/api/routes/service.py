@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 
 from prediction_service.api.deps import RegistryDep, ServicesDep
 from prediction_service.api.schemas import Liveness, ModelState, Readiness, ServiceInfo
-from prediction_service.registry import Registry
+from prediction_service.models.registry import Registry
 
 router = APIRouter(tags=["service"])
 

@@ -1,0 +1,63 @@
+"""The admin token that retraining and model management require."""
+
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from filelock import FileLock
+
+from prediction_service.core.errors import Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
+
+
+class AdminToken:
+    """`ADMIN_TOKEN` if set; otherwise one generated at first start and kept in MODEL_DIR (0600)."""
+
+    def __init__(self, configured: str | None, model_dir: Path) -> None:
+        self._configured = configured
+        self._path = model_dir / TOKEN_FILE
+        self._token: str | None = configured
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def ensure(self) -> None:
+        """Read or create the token file (all worker processes end up with the same token)."""
+        if self._configured:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(self._path.with_name(f".{TOKEN_FILE}.lock")):
+            if self._path.exists():
+                self._token = self._path.read_text().strip()
+                log.info("admin token: read from %s (set ADMIN_TOKEN to choose your own)", self._path)
+                return
+            token = secrets.token_urlsafe(32)
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._token = token
+            # Logged once, when generated, so local use is one copy-paste away.
+            log.warning("generated an admin token (kept in %s, mode 0600): %s", self._path, token)
+
+    def check_header(self, authorization: str) -> None:
+        """Check an `Authorization` header value; raise Unauthorized or Forbidden."""
+        scheme, _, credentials = authorization.strip().partition(" ")
+        self.check(scheme or None, credentials.strip() or None)
+
+    def check(self, scheme: str | None, credentials: str | None) -> None:
+        if not scheme or not credentials:
+            raise Unauthorized("this needs the admin token: send the header `Authorization: Bearer <token>`")
+        if scheme.lower() != "bearer":
+            raise Unauthorized(f"the Authorization scheme must be Bearer, not {scheme[:20]!r}")
+        if self._token is None:
+            self.ensure()
+        if not hmac.compare_digest(credentials.encode(), (self._token or "").encode()):
+            raise Forbidden("the admin token is wrong")

@@ -1,0 +1,209 @@
+"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every worker process.
+
+States: queued -> running -> succeeded | rejected | failed; a job whose process
+died while running becomes `interrupted` (and can be retried, back to queued).
+"""
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prediction_service.core.errors import Conflict, NotFound
+from prediction_service.storage.versions import utc_now
+
+QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
+    "queued",
+    "running",
+    "succeeded",
+    "rejected",
+    "failed",
+    "interrupted",
+)
+FINAL = (SUCCEEDED, REJECTED, FAILED)
+RETRYABLE = (FAILED, INTERRUPTED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    upload TEXT NOT NULL,
+    params TEXT NOT NULL,
+    progress TEXT,
+    history TEXT NOT NULL DEFAULT '[]',
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+
+@dataclass
+class Job:
+    id: str
+    model: str
+    status: str
+    created_at: str
+    upload: dict[str, Any]
+    params: dict[str, Any]
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int = 0
+    progress: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        return cls(
+            id=row["id"],
+            model=row["model"],
+            status=row["status"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            attempts=row["attempts"],
+            upload=json.loads(row["upload"]),
+            params=json.loads(row["params"]),
+            progress=json.loads(row["progress"]) if row["progress"] else None,
+            history=json.loads(row["history"]),
+            result=json.loads(row["result"]) if row["result"] else None,
+            error=row["error"],
+        )
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A connection per operation: cheap for SQLite, and safe across threads and processes.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, model, status, created_at, upload, params) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, model, QUEUED, utc_now(), json.dumps(upload), json.dumps(params)),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
+        return Job.from_row(row)
+
+    def recent(self, limit: int = 50, status: str | None = None) -> list[Job]:
+        with self._connect() as db:
+            if status:
+                rows = db.execute(
+                    "SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
+                ).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as db:
+            rows = db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    def has_queued(self) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (QUEUED,)).fetchone() is not None
+
+    def claim_next(self) -> Job | None:
+        """Mark the oldest queued job running and return it (atomic across processes)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, progress = ?, "
+                "history = '[]', result = NULL, error = NULL, finished_at = NULL WHERE id = ?",
+                (RUNNING, utc_now(), json.dumps({"stage": "starting"}), row["id"]),
+            )
+        return self.get(row["id"])
+
+    def set_progress(self, job_id: str, progress: dict[str, Any], epoch: dict[str, Any] | None = None) -> None:
+        with self._transaction() as db:
+            if epoch is not None:
+                db.execute(
+                    "UPDATE jobs SET progress = ?, history = json_insert(history, '$[#]', json(?)) "
+                    "WHERE id = ? AND status = ?",
+                    (json.dumps(progress), json.dumps(epoch), job_id, RUNNING),
+                )
+            else:
+                db.execute(
+                    "UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
+                    (json.dumps(progress), job_id, RUNNING),
+                )
+
+    def record_outcome(self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
+        """The training process's verdict; the job becomes final when its runner has swapped models."""
+        outcome = {"status": status, "result": result, "error": error}
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET progress = json_set(coalesce(progress, '{}'), '$.stage', 'finishing', "
+                "'$.outcome', json(?)) WHERE id = ? AND status = ?",
+                (json.dumps(outcome), job_id, RUNNING),
+            )
+
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
+                (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id),
+            )
+
+    def running(self) -> list[Job]:
+        return self.recent(limit=1000, status=RUNNING)
+
+    def retry(self, job_id: str) -> Job:
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
+            if row["status"] not in RETRYABLE:
+                raise Conflict(f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried")
+            db.execute("UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ?", (QUEUED, job_id))
+        return self.get(job_id)

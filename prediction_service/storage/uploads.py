@@ -1,0 +1,72 @@
+"""Uploaded training sets, decoded and kept on disk under names the service makes."""
+
+import io
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prediction_service.core.errors import NotFound
+from prediction_service.core.files import fsync_dir, fsync_tree
+from prediction_service.retraining.archive import LabelledImages
+
+DATASET = "dataset.npz"
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+INCOMING_PREFIX = ".incoming-"
+
+
+class UploadStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @contextmanager
+    def incoming(self) -> Iterator[Path]:
+        """A path, named by the service, to put a received zip while it is checked; removed afterwards."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{INCOMING_PREFIX}{uuid.uuid4().hex}.zip"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def save(self, upload_id: str, data: LabelledImages, manifest: dict[str, Any]) -> None:
+        """Write the dataset and its manifest to a temporary folder, fsync, rename into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            buffer = io.BytesIO()
+            np.savez(buffer, images=data.images, labels=data.labels)
+            (tmp / DATASET).write_bytes(buffer.getbuffer())
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            fsync_tree(tmp)
+            tmp.rename(self.root / upload_id)
+            fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def load(self, upload_id: str) -> tuple[np.ndarray, np.ndarray]:
+        path = self.root / upload_id / DATASET
+        if not path.is_file():
+            raise NotFound(f"the upload {upload_id} is missing from {self.root}")
+        with np.load(path, allow_pickle=False) as data:
+            return data["images"], data["labels"]
+
+    def exists(self, upload_id: str) -> bool:
+        return (self.root / upload_id / DATASET).is_file()
+
+    def remove_partial(self) -> None:
+        """Delete folders of uploads that were being written when a process died."""
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
+                if entry.name.startswith(TMP_PREFIX):
+                    shutil.rmtree(entry, ignore_errors=True)
+                elif entry.name.startswith(INCOMING_PREFIX):
+                    entry.unlink(missing_ok=True)

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prediction_service.models.penguins import knn as penguins
+
+CSV = Path(__file__).resolve().parents[3] / "penguins.csv"
+
+
+@pytest.fixture(scope="module")
+def trained() -> penguins.TrainedPenguins:
+    return penguins.train(CSV)
+
+
+def test_training_follows_the_tutorial(trained: penguins.TrainedPenguins) -> None:
+    # 344 rows, 11 with a missing value: 333 left, split 75/25 with stratification.
+    assert (trained.train_rows, trained.test_rows) == (249, 84)
+    assert trained.species == ["Adelie", "Chinstrap", "Gentoo"]
+    knn = trained.pipeline.named_steps["knn"]
+    assert knn.n_neighbors == 11
+    assert list(trained.pipeline.named_steps) == ["scaler", "knn"]
+    assert 0.9 <= trained.test_accuracy <= 1.0
+
+
+def test_the_fast_path_agrees_with_scikit_learn(trained: penguins.TrainedPenguins, tmp_path: Path) -> None:
+    trained.save(tmp_path)
+    classifier = penguins.PenguinClassifier.load(tmp_path)
+    grid = np.array([(bill, flipper) for bill in np.arange(30, 62, 0.5) for flipper in np.arange(170, 235, 2.0)])
+    rows = np.vstack([grid, trained.train_features])
+    expected = trained.pipeline.predict_proba(rows)
+    got = classifier.probabilities(rows)
+    assert (expected.argmax(axis=1) == got.argmax(axis=1)).all()
+    # Only ties at equal distance may be broken differently; they are rare.
+    assert (np.abs(expected - got).max(axis=1) > 1e-9).mean() < 0.001
+
+
+def test_a_typical_adelie(trained: penguins.TrainedPenguins, tmp_path: Path) -> None:
+    trained.save(tmp_path)
+    prediction = penguins.PenguinClassifier.load(tmp_path).predict(40.3, 195)
+    assert prediction.species == "Adelie"
+    assert prediction.probabilities["Adelie"] >= 0.5
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+    assert prediction.warnings == []
+
+
+def test_inputs_unlike_the_training_data_get_a_warning(trained: penguins.TrainedPenguins, tmp_path: Path) -> None:
+    trained.save(tmp_path)
+    prediction = penguins.PenguinClassifier.load(tmp_path).predict(400.0, 195)
+    assert prediction.species in trained.species
+    assert len(prediction.warnings) == 1
+    assert "bill_length_mm=400" in prediction.warnings[0]
+    assert "unlike the training data" in prediction.warnings[0]
