@@ -15,19 +15,21 @@ from prediction_service.core import logs
 from prediction_service.core.admin_token import AdminToken
 from prediction_service.core.errors import ServiceError
 from prediction_service.core.settings import get_settings
-from prediction_service.models.catalog import model_kinds
+from prediction_service.models.catalog import build_models, model_names
+from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
+from prediction_service.storage.layout import Layout
 from prediction_service.storage.versions import ModelStore
 
 
 def train(args: argparse.Namespace) -> int:
     settings = get_settings()
-    kinds = [kind for kind in model_kinds(settings) if not args.model or kind.name in args.model]
-    registry = Registry(ModelStore(settings.model_dir), kinds)
+    models = [model for model in build_models(ModelContext(settings)) if not args.model or model.name in args.model]
+    registry = Registry(ModelStore(settings.model_dir), models)
     registry.start()
-    for name in registry.kinds:
+    for name in registry.models:
         status = registry.status(name)
-        version = registry.serving_version(name)
+        version = status.serving_version
         print(f"{name}: {status.state}" + (f", version {version} serves" if version else f" ({status.reason})"))
     return 0 if registry.ready() else 1
 
@@ -35,12 +37,12 @@ def train(args: argparse.Namespace) -> int:
 def versions(args: argparse.Namespace) -> int:
     settings = get_settings()
     store = ModelStore(settings.model_dir)
-    for kind in model_kinds(settings):
-        if args.model and kind.name not in args.model:
+    for name in model_names():
+        if args.model and name not in args.model:
             continue
-        pointer = store.serving(kind.name)
-        print(f"{kind.name} (MODEL_DIR={settings.model_dir}):")
-        stored_versions = store.list_versions(kind.name)
+        pointer = store.serving(name)
+        print(f"{name} (MODEL_DIR={settings.model_dir}):")
+        stored_versions = store.list_versions(name)
         if not stored_versions:
             print("  no versions yet: python -m prediction_service train")
         for stored in stored_versions:
@@ -70,7 +72,7 @@ def token(args: argparse.Namespace) -> int:
     if settings.admin_token:
         print(settings.admin_token.get_secret_value())
         return 0
-    admin = AdminToken(None, settings.model_dir)
+    admin = AdminToken(None, Layout(settings.model_dir).admin_token)
     admin.ensure()
     print(admin.path.read_text().strip())
     return 0
@@ -80,15 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m prediction_service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    names = model_names()
+    some_models = f"{', '.join(names)}: any of them (default: all)"
     commands = parser.add_subparsers(dest="command", required=True)
     train_command = commands.add_parser("train", help="train the first version of models that have none")
-    train_command.add_argument("model", nargs="*", help="penguins and/or mnist (default: both)")
+    train_command.add_argument("model", nargs="*", help=some_models)
     train_command.set_defaults(run=train)
     versions_command = commands.add_parser("versions", help="list versions; * marks the serving one")
-    versions_command.add_argument("model", nargs="*", help="penguins and/or mnist (default: both)")
+    versions_command.add_argument("model", nargs="*", help=some_models)
     versions_command.set_defaults(run=versions)
     activate_command = commands.add_parser("activate", help="make a kept version serve (rollback)")
-    activate_command.add_argument("model", choices=["penguins", "mnist"])
+    activate_command.add_argument("model", choices=names)
     activate_command.add_argument("version", type=int)
     activate_command.set_defaults(run=activate)
     token_command = commands.add_parser("token", help="print the admin token")

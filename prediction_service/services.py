@@ -1,116 +1,94 @@
-"""The service's parts, wired together once per process, with their start and stop."""
+"""The service's parts, made whole once per process; `start` and `stop` do only their I/O.
+
+Serving answers predictions (the models, their process, the registry, batching); retraining
+accepts uploads and runs the jobs that make new versions. Each part has its own dependencies.
+"""
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 
 from prediction_service.core import memory, metrics
 from prediction_service.core.admin_token import AdminToken
 from prediction_service.core.settings import Settings
-from prediction_service.models.catalog import MNIST, model_kinds
+from prediction_service.models.catalog import build_models
+from prediction_service.models.interface import ModelContext
 from prediction_service.models.mnist.images import ImageLimits, warm_up
-from prediction_service.models.mnist.inference import DigitInference
+from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
 from prediction_service.retraining.archive import ArchiveLimits
 from prediction_service.retraining.intake import Intake
 from prediction_service.retraining.notifications import Notifier
 from prediction_service.retraining.runner import JobRunner
-from prediction_service.retraining.training_job import JOBS_FILE, UPLOADS_DIR
 from prediction_service.serving.decode_pool import DecodePool
-from prediction_service.serving.model_process import InferenceProcess, ModelProcessFailed
+from prediction_service.serving.model_process import ModelProcess
 from prediction_service.storage.jobs import Job, JobStore
+from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
-from prediction_service.storage.versions import CorruptVersion, ModelStore
+from prediction_service.storage.versions import ModelStore
 
 log = logging.getLogger(__name__)
 
 
-class Services:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        model_dir = settings.model_dir
-        self.store = ModelStore(model_dir)
-        self.inference = InferenceProcess(settings)
-        kinds = model_kinds(settings, prepare_digits=self._load_in_inference_process)
-        self.registry = Registry(self.store, kinds, after_swap=memory.freeze_long_lived)
-        self.digits = DigitInference(self.registry, self.inference, settings)
-        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
-        self.admin_token = AdminToken(configured, model_dir)
+class Serving:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.model_process = ModelProcess(settings)
+        models = build_models(ModelContext(settings, self.model_process))
+        self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
+        self.mnist = MnistPredictor(self.registry, self.model_process, settings)
+
+    async def start(self) -> None:
+        await self.model_process.start()
+        await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(warm_up))
+        self.mnist.start()
+
+    async def stop(self) -> None:
+        await self.mnist.stop()
+        await self.model_process.stop()
+
+    async def refresh(self) -> None:
+        """Serve what the store's pointers name now (a stat per model when nothing changed)."""
+        await asyncio.to_thread(self.registry.refresh)
+
+
+class Retraining:
+    def __init__(self, settings: Settings, store: ModelStore, on_outcome: Callable[[], Awaitable[None]]) -> None:
+        layout = Layout(settings.model_dir)
+        self.jobs = JobStore(layout.jobs)
+        self.uploads = UploadStore(layout.uploads)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.decode_pool = DecodePool(settings.decode_processes, image_limits)
-        self.jobs: JobStore | None = None
-        self.uploads = UploadStore(model_dir / UPLOADS_DIR)
-        self.archive_limits = ArchiveLimits(
+        archive_limits = ArchiveLimits(
             max_entries=settings.max_zip_entries,
             max_uncompressed_bytes=settings.max_zip_uncompressed_bytes,
             max_compression_ratio=settings.max_zip_compression_ratio,
             image=image_limits,
         )
+        self.intake = Intake(self.jobs, self.uploads, archive_limits, settings, self.decode_pool.decode_chunks)
         self.notifier = Notifier(settings)
-        self.intake: Intake | None = None
-        self.runner: JobRunner | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self.runner = JobRunner(
+            self.jobs, store, self.uploads, settings, on_outcome=on_outcome, on_finished=self._job_finished
+        )
 
     async def start(self) -> None:
-        settings = self.settings
-        settings.model_dir.mkdir(parents=True, exist_ok=True)
-        self.admin_token.ensure()
-        self.jobs = JobStore(settings.model_dir / JOBS_FILE)
-        self.intake = Intake(self.jobs, self.uploads, self.archive_limits, settings, self.decode_pool.decode_chunks)
-        await self.inference.start()
-        self.runner = JobRunner(
-            self.jobs,
-            self.store,
-            self.uploads,
-            settings,
-            on_outcome=self.refresh_models,
-            on_finished=self._job_finished,
-        )
-        await asyncio.gather(
-            asyncio.to_thread(self.registry.start),
-            asyncio.to_thread(self.decode_pool.start),
-            asyncio.to_thread(warm_up),
-        )
+        await asyncio.to_thread(self.decode_pool.start)
+
+    async def recover(self) -> None:
+        """Settle the jobs of a process that died (blocking I/O, in a thread)."""
         interrupted = await asyncio.to_thread(self.runner.recover)
         if interrupted:
             log.warning("jobs interrupted by the last stop: %s (POST /jobs/{id}/retry)", ", ".join(interrupted))
-        self.digits.start()
-        await asyncio.to_thread(memory.freeze_long_lived)
-        self._watcher = asyncio.create_task(self._follow_serving_pointers(), name="serving-pointer-watcher")
+
+    async def resume(self) -> None:
+        """Run the jobs still queued (once the models serve: a job's outcome swaps them)."""
         if await asyncio.to_thread(self.jobs.has_queued):
             await self.runner.kick()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        if self.runner is not None:
-            await self.runner.stop()
-        await self.digits.stop()
-        await self.inference.stop()
+        await self.runner.stop()
         await self.notifier.stop()
         self.decode_pool.stop()
-
-    def retraining_ready(self) -> tuple[Intake, JobRunner, JobStore]:
-        if self.intake is None or self.runner is None or self.jobs is None:
-            raise RuntimeError("the services have not started")
-        self.registry.get(MNIST)  # retraining needs a model to start from: 503 with the reason otherwise
-        return self.intake, self.runner, self.jobs
-
-    def _load_in_inference_process(self, version: int, onnx_path: Path) -> None:
-        try:
-            self.inference.call_from_thread(("load", version, str(onnx_path)))
-        except ModelProcessFailed as error:  # e.g. an unreadable model file: this version cannot serve
-            raise CorruptVersion(f"mnist version {version} cannot be loaded: {error}") from error
-
-    def job_store(self) -> JobStore:
-        assert self.jobs is not None, "not started"
-        return self.jobs
-
-    async def refresh_models(self) -> None:
-        """Serve what the store's pointers name now (a stat per model when nothing changed)."""
-        await asyncio.to_thread(self.registry.refresh)
 
     async def _job_finished(self, job: Job) -> None:
         self.notifier.job_ended(job)
@@ -119,11 +97,38 @@ class Services:
             elapsed = datetime.fromisoformat(job.finished_at) - datetime.fromisoformat(job.started_at)
             metrics.JOB_DURATION.labels(job.status).observe(elapsed.total_seconds())
 
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
+        store = ModelStore(settings.model_dir)
+        self.serving = Serving(settings, store)
+        self.retraining = Retraining(settings, store, on_outcome=self.serving.refresh)
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.settings.model_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_token.ensure()
+        await asyncio.gather(self.serving.start(), self.retraining.start())
+        await self.retraining.recover()  # after any first training: it removes half-written versions
+        await asyncio.to_thread(memory.freeze_long_lived)
+        self._watcher = asyncio.create_task(self._follow_serving_pointers(), name="serving-pointer-watcher")
+        await self.retraining.resume()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.retraining.stop()
+        await self.serving.stop()
+
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""
         while True:
             await asyncio.sleep(self.settings.reload_interval)
             try:
-                await asyncio.to_thread(self.registry.refresh)
+                await self.serving.refresh()
             except Exception:
                 log.exception("checking for new serving versions failed; will retry")

@@ -15,7 +15,8 @@ from PIL import Image
 
 from prediction_service.api.app import create_app
 from prediction_service.core.settings import Settings
-from prediction_service.models.catalog import model_kinds
+from prediction_service.models.catalog import build_models
+from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
 from prediction_service.storage.versions import ModelStore
 
@@ -62,9 +63,9 @@ def mnist_arrays() -> dict[str, np.ndarray]:
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both models trained once (small data); tests get copies of it."""
     path = tmp_path_factory.mktemp("trained") / "model_store"
-    registry = Registry(ModelStore(path), model_kinds(make_settings(path)))
+    registry = Registry(ModelStore(path), build_models(ModelContext(make_settings(path))))
     registry.start()
-    assert registry.ready(), {name: registry.status(name) for name in registry.kinds}
+    assert registry.ready(), {name: registry.status(name) for name in registry.models}
     return path
 
 

@@ -15,7 +15,7 @@ from prediction_service.api.middleware import (
     RequestObserver,
     TrailingSlashInsensitive,
 )
-from prediction_service.api.routes import digits, jobs, metrics, models, penguins, service, ui
+from prediction_service.api.routes import jobs, metrics, mnist, models, penguins, service, ui
 from prediction_service.api.security import admin_paths
 from prediction_service.api.slow_clients import install_header_timeout
 from prediction_service.core import logs
@@ -47,22 +47,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logs.configure(settings.log_level, settings.json_logs)
     install_header_timeout(settings.header_timeout)
+    services = Services(settings)
     # Docs assets are served from the fastapi-offline package: /docs works without the internet.
     app = FastAPIOffline(
         title=service.NAME,
-        description=service.DESCRIPTION,
+        description=service.description(services.serving.registry),
         version="1.0.0",
         lifespan=lifespan,
         redirect_slashes=False,
         swagger_ui_parameters={"persistAuthorization": True},
         openapi_tags=API_TAGS,
     )
-    app.state.services = Services(settings)
+    app.state.services = services
     errors.install(app)
     # The hot prediction routes first: requests are matched against the routers in this order.
     for router in (
         penguins.router,
-        digits.router,
+        mnist.router,
         service.router,
         jobs.router,
         models.router,
@@ -71,7 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.mount("/ui/static", ui.static_files, name="ui-static")
-    services: Services = app.state.services
     app.add_middleware(
         BodyLimits,
         limits={

@@ -1,20 +1,33 @@
-"""Named dependencies the routes declare."""
+"""Named dependencies the routes declare (async: a plain function would run in a thread)."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from prediction_service.core.settings import Settings
+from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
-from prediction_service.services import Services
+from prediction_service.services import Retraining, Services, Serving
 
 
 async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
+async def get_serving(request: Request) -> Serving:
+    return request.app.state.services.serving
+
+
 async def get_registry(request: Request) -> Registry:
-    return request.app.state.services.registry
+    return request.app.state.services.serving.registry
+
+
+async def get_mnist(request: Request) -> MnistPredictor:
+    return request.app.state.services.serving.mnist
+
+
+async def get_retraining(request: Request) -> Retraining:
+    return request.app.state.services.retraining
 
 
 async def get_settings_of_app(request: Request) -> Settings:
@@ -22,5 +35,8 @@ async def get_settings_of_app(request: Request) -> Settings:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+MnistDep = Annotated[MnistPredictor, Depends(get_mnist)]
+RetrainingDep = Annotated[Retraining, Depends(get_retraining)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]

@@ -1,8 +1,12 @@
 """Response bodies, as the OpenAPI schema documents them."""
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field
+
+from prediction_service.models.interface import ModelStatus
+from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS
 
 
 def _no_digit_separators(value: object) -> object:
@@ -21,17 +25,10 @@ def part_media_types(field: str, media_types: str) -> dict:
     return {"requestBody": {"content": {"multipart/form-data": {"encoding": {field: {"contentType": media_types}}}}}}
 
 
-class ModelState(BaseModel):
-    state: str = Field(description="loading, training, ready, unavailable or failed")
-    serving_version: int | None = None
-    reason: str | None = None
-    fix: str | None = None
-
-
 class ServiceInfo(BaseModel):
     name: str
     description: str
-    models: dict[str, ModelState]
+    models: dict[str, ModelStatus]
     docs: str = "/docs"
 
 
@@ -41,7 +38,7 @@ class Liveness(BaseModel):
 
 class Readiness(BaseModel):
     status: str = Field(description="ready, or not ready (then the answer is 503)")
-    models: dict[str, ModelState]
+    models: dict[str, ModelStatus]
 
 
 class PenguinParameters(BaseModel):
@@ -77,7 +74,8 @@ class VersionInfo(BaseModel):
     job_id: str | None = None
 
 
-class ModelInfo(ModelState):
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo(ModelStatus):
     name: str
     versions: list[VersionInfo]
 
@@ -125,10 +123,10 @@ class JobList(BaseModel):
 class PenguinInput(BaseModel):
     # The validator after the constraints, so that the schema still shows them (exclusiveMinimum).
     bill_length_mm: Annotated[
-        float, Field(gt=0, allow_inf_nan=False, description="Bill length in millimetres."), PlainNumber
+        float, Field(**MEASUREMENT_LIMITS, description="Bill length in millimetres."), PlainNumber
     ]
     flipper_length_mm: Annotated[
-        float, Field(gt=0, allow_inf_nan=False, description="Flipper length in millimetres."), PlainNumber
+        float, Field(**MEASUREMENT_LIMITS, description="Flipper length in millimetres."), PlainNumber
     ]
 
 

@@ -7,14 +7,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.routing import iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prediction_service.api.deps import ServicesDep
+
 bearer = HTTPBearer(
     auto_error=False,
     description="The admin token (ADMIN_TOKEN, or the one generated at first start in MODEL_DIR/admin_token).",
 )
 
 
-async def require_admin(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    request.app.state.services.admin_token.check_header(request.headers.get("authorization", ""))
+async def require_admin(
+    services: ServicesDep, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    services.admin_token.check_header(request.headers.get("authorization", ""))
 
 
 AdminDep = Depends(require_admin)

@@ -12,15 +12,13 @@ from prediction_service.core.errors import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 
-TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
-
 
 class AdminToken:
-    """`ADMIN_TOKEN` if set; otherwise one generated at first start and kept in MODEL_DIR (0600)."""
+    """`ADMIN_TOKEN` if set; otherwise one generated at first start and kept at `path` (0600)."""
 
-    def __init__(self, configured: str | None, model_dir: Path) -> None:
+    def __init__(self, configured: str | None, path: Path) -> None:
         self._configured = configured
-        self._path = model_dir / TOKEN_FILE
+        self._path = path
         self._token: str | None = configured
 
     @property
@@ -32,7 +30,7 @@ class AdminToken:
         if self._configured:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(self._path.with_name(f".{TOKEN_FILE}.lock")):
+        with FileLock(self._path.with_name(f".{self._path.name}.lock")):
             if self._path.exists():
                 self._token = self._path.read_text().strip()
                 log.info("admin token: read from %s (set ADMIN_TOKEN to choose your own)", self._path)

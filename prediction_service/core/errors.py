@@ -13,6 +13,10 @@ class ServiceError(Exception):
         self.detail = detail
         self.headers = headers or {}
 
+    def __reduce__(self) -> tuple:
+        # Pickled as what it is (e.g. from the model's process), whatever its subclass's __init__ takes.
+        return _rebuild, (type(self), self.detail), self.__dict__
+
 
 class InvalidInput(ServiceError):
     """The request is well-formed HTTP, but its content cannot be used."""
@@ -62,9 +66,7 @@ class Forbidden(ServiceError):
     status_code = 403
 
 
-def error_for_status(status_code: int, detail: str) -> ServiceError:
-    """The ServiceError of a status (e.g. one reported by a child process)."""
-    for kind in (InvalidInput, UnsupportedMediaType, PayloadTooLarge, NotFound, Conflict, Forbidden):
-        if kind.status_code == status_code:
-            return kind(detail)
-    return ServiceError(detail)
+def _rebuild(kind: type[ServiceError], detail: str) -> ServiceError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, detail)
+    return error  # pickle then restores its attributes (detail, headers, ...)

@@ -1,7 +1,11 @@
 """Crash-safe file writes: write a temporary sibling, fsync it, rename it over the target."""
 
 import os
+import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -41,3 +45,23 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def staged_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new temporary folder in `parent` to fill and then `publish_folder`; removed if anything fails."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f"{prefix}{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def publish_folder(staging: Path, final: Path) -> None:
+    """fsync a fully written folder, then rename it into place: readers see all of it or nothing."""
+    fsync_tree(staging)
+    os.rename(staging, final)
+    fsync_dir(final.parent)

@@ -7,39 +7,20 @@ process polls the store's serving pointers (`refresh`) so that all of them serve
 the version the pointer names, whichever process moved it.
 """
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prediction_service.core import metrics
 from prediction_service.core.errors import ModelUnavailable, NotFound
-from prediction_service.models.catalog import ModelKind
-from prediction_service.models.mnist.dataset import MnistUnavailable
-from prediction_service.storage.versions import CorruptVersion, ModelStore
+from prediction_service.models.interface import Model, ModelStatus, ServedModel, Unavailable
+from prediction_service.storage.versions import CorruptVersion, ModelStore, StoredVersion
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ServedModel:
-    name: str
-    version: int
-    manifest: dict[str, Any]
-    predictor: Any
-
-
-@dataclass
-class ModelStatus:
-    state: str = "loading"  # loading | training | ready | unavailable | failed
-    reason: str | None = None
-    fix: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        shown = {"state": self.state, "reason": self.reason, "fix": self.fix}
-        return {key: value for key, value in shown.items() if value is not None}
+Loaded = TypeVar("Loaded")
 
 
 class NoUsableVersion(Exception):
@@ -47,27 +28,47 @@ class NoUsableVersion(Exception):
 
 
 class Registry:
-    def __init__(self, store: ModelStore, kinds: list[ModelKind], after_swap: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: ModelStore, models: list[Model[Any]], after_swap: Callable[[], None] | None = None
+    ) -> None:
         self.store = store
         self._after_swap = after_swap or (lambda: None)
-        self.kinds = {kind.name: kind for kind in kinds}
-        self._served: dict[str, ServedModel] = {}
-        self._status = {name: ModelStatus() for name in self.kinds}
+        self.models = {model.name: model for model in models}
+        self._served: dict[str, ServedModel[Any]] = {}
+        self._status = {name: ModelStatus() for name in self.models}
         self._stamps: dict[str, tuple[int, int] | None] = {}
-        self._load_locks = {name: threading.Lock() for name in self.kinds}
+        self._load_locks = {name: threading.Lock() for name in self.models}
 
     # Reading (request path)
 
-    def get(self, name: str) -> ServedModel:
+    def get(self, name: str) -> ServedModel[Any]:
         served = self._served.get(name)
         if served is None:
-            if name not in self.kinds:
-                raise NotFound(f"there is no model {name!r}; models: {', '.join(self.kinds)}")
+            self._model(name)
             raise ModelUnavailable(self._unavailable_message(name), retry_after=self._retry_after(name))
         return served
 
+    def serving(self, name: str, loaded_type: type[Loaded]) -> ServedModel[Loaded]:
+        """`get`, typed: the route of a model knows what its versions load as."""
+        served = self.get(name)
+        assert isinstance(served.predictor, loaded_type), (name, type(served.predictor))
+        return cast(ServedModel[Loaded], served)
+
     def status(self, name: str) -> ModelStatus:
-        return self._status[name]
+        """How the model is doing, and which version serves (None while none does)."""
+        return dataclasses.replace(self._status[name], serving_version=self.serving_version(name))
+
+    def versions(self, name: str) -> tuple[list[StoredVersion], set[int]]:
+        """Every stored version of the model, and those that have served (the others were rejected)."""
+        self._model(name)
+        pointer = self.store.serving(name)
+        return self.store.list_versions(name), set() if pointer is None else pointer.published()
+
+    def _model(self, name: str) -> Model[Any]:
+        model = self.models.get(name)
+        if model is None:
+            raise NotFound(f"there is no model {name!r}; models: {', '.join(self.models)}")
+        return model
 
     def serving_version(self, name: str) -> int | None:
         served = self._served.get(name)
@@ -93,63 +94,65 @@ class Registry:
 
         Blocking: run it in a thread. Several processes may run it at once on one store.
         """
-        for kind in self.kinds.values():
+        for model in self.models.values():
             try:
-                self._ensure_first_version(kind)
-                self._load_serving(kind)
-            except MnistUnavailable as error:
+                self._ensure_first_version(model)
+                self._load_serving(model)
+            except Unavailable as error:
                 log.error("%s", error.detail)
-                self._status[kind.name] = ModelStatus("unavailable", reason=error.reason, fix=error.fix)
+                self._status[model.name] = ModelStatus("unavailable", reason=error.reason, fix=error.fix)
             except Exception as error:
-                log.exception("model %s failed to load", kind.name)
-                self._status[kind.name] = ModelStatus("failed", reason=str(error))
+                log.exception("model %s failed to load", model.name)
+                self._status[model.name] = ModelStatus("failed", reason=str(error))
 
-    def _ensure_first_version(self, kind: ModelKind) -> None:
-        if self.store.serving(kind.name) is not None:
+    def _ensure_first_version(self, model: Model[Any]) -> None:
+        if self.store.serving(model.name) is not None:
             return
         # One process trains; the others wait here, then find the pointer set.
-        with self.store.lock(kind.name, "first-training"):
-            if self.store.serving(kind.name) is not None:
+        with self.store.lock(model.name, "first-training"):
+            if self.store.serving(model.name) is not None:
                 return
-            initial = [v for v in self.store.list_versions(kind.name) if v.manifest.get("source") == "initial training"]
+            initial = [
+                v for v in self.store.list_versions(model.name) if v.manifest.get("source") == "initial training"
+            ]
             if initial:  # trained before, but the process died before pointing at it
                 version = initial[-1].version
             else:
-                self._status[kind.name] = ModelStatus("training")
-                version = kind.train_first_version(self.store).version
-            self.store.set_serving(kind.name, version)
+                self._status[model.name] = ModelStatus("training")
+                version = model.train_first_version(self.store).version
+            self.store.set_serving(model.name, version)
 
-    def _load_serving(self, kind: ModelKind) -> None:
-        stamp = self.store.pointer_stamp(kind.name)
-        pointer = self.store.serving(kind.name)
+    def _load_serving(self, model: Model[Any]) -> None:
+        stamp = self.store.pointer_stamp(model.name)
+        pointer = self.store.serving(model.name)
         if pointer is None:
-            raise NoUsableVersion(f"{kind.name} has no serving version")
-        current = self._served.get(kind.name)
+            raise NoUsableVersion(f"{model.name} has no serving version")
+        current = self._served.get(model.name)
         for version in pointer.candidates():
             if current is not None and current.version == version:
-                self._stamps[kind.name] = stamp
+                self._stamps[model.name] = stamp
                 return
             try:
-                stored = self.store.read_version(kind.name, version)
-                predictor = kind.load(stored)
+                stored = self.store.read_version(model.name, version)
+                predictor = model.load(stored)
             except (CorruptVersion, NotFound, OSError, ValueError) as error:
-                log.warning("skipping %s version %d: %s", kind.name, version, getattr(error, "detail", error))
+                log.warning("skipping %s version %d: %s", model.name, version, getattr(error, "detail", error))
                 continue
-            replaced = self._served.get(kind.name)
-            self._served[kind.name] = ServedModel(kind.name, version, stored.manifest, predictor)
-            metrics.SERVING_VERSION.labels(kind.name).set(version)
-            self._status[kind.name] = ModelStatus("ready")
-            self._stamps[kind.name] = stamp
-            log.info("%s serves version %d", kind.name, version)
+            replaced = self._served.get(model.name)
+            self._served[model.name] = ServedModel(model.name, version, stored.manifest, predictor)
+            metrics.SERVING_VERSION.labels(model.name).set(version)
+            self._status[model.name] = ModelStatus("ready")
+            self._stamps[model.name] = stamp
+            log.info("%s serves version %d", model.name, version)
             if replaced is not None:
                 del replaced
                 self._after_swap()
             return
-        raise NoUsableVersion(f"no version of {kind.name} in the serving history loads: {list(pointer.candidates())}")
+        raise NoUsableVersion(f"no version of {model.name} in the serving history loads: {list(pointer.candidates())}")
 
     def refresh(self) -> None:
         """Serve what the store's pointers name now (cheap when nothing changed)."""
-        for name in self.kinds:
+        for name in self.models:
             self.refresh_model(name)
 
     def pointer_changed(self, name: str) -> bool:
@@ -165,18 +168,16 @@ class Registry:
             if stamp == self._stamps.get(name):
                 return
             try:
-                self._load_serving(self.kinds[name])
+                self._load_serving(self.models[name])
             except NoUsableVersion as error:
                 log.error("%s; still serving the previous version", error)
                 self._stamps[name] = stamp
 
-    def activate(self, name: str, version: int) -> ServedModel:
+    def activate(self, name: str, version: int) -> ServedModel[Any]:
         """Serve `version` of `name` here now, and in every other process at its next refresh."""
-        kind = self.kinds.get(name)
-        if kind is None:
-            raise NotFound(f"there is no model {name!r}; models: {', '.join(self.kinds)}")
+        model = self._model(name)
         stored = self.store.read_version(name, version)  # NotFound, or CorruptVersion below
-        predictor = kind.load(stored)
+        predictor = model.load(stored)
         with self._load_locks[name]:
             self.store.set_serving(name, version)
             self._served[name] = ServedModel(name, version, stored.manifest, predictor)

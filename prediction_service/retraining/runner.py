@@ -10,21 +10,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from prediction_service.core.child_process import start_child
 from prediction_service.core.settings import Settings
-from prediction_service.models.catalog import MNIST
-from prediction_service.storage.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore
+from prediction_service.models.catalog import model_names
+from prediction_service.storage.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore, job_result
+from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".training.lock"
 LOCK_POLL_SECONDS = 0.5
 
 
@@ -45,7 +45,7 @@ class JobRunner:
         self.on_outcome = on_outcome
         self.on_finished = on_finished
         self._model_dir = Path(settings.model_dir).resolve()
-        self._lock = FileLock(self._model_dir / LOCK_FILE, thread_local=False)
+        self._lock = FileLock(Layout(self._model_dir).training_lock, thread_local=False)
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
@@ -60,8 +60,9 @@ class JobRunner:
             return []  # another process is training: its jobs are alive
         try:
             interrupted = [self._settle_orphan(job) for job in self.jobs.running()]
-            with self.store.lock(MNIST):
-                self.store.remove_partial_versions(MNIST)
+            for name in model_names():
+                with self.store.lock(name):
+                    self.store.remove_partial_versions(name)
             self.uploads.remove_partial()
         finally:
             self._lock.release()
@@ -73,20 +74,13 @@ class JobRunner:
         if outcome is not None:
             self.jobs.finish(job.id, outcome["status"], outcome["result"], outcome["error"])
             return None
-        stored = [v for v in self.store.list_versions(MNIST) if v.manifest.get("job_id") == job.id]
-        pointer = self.store.serving(MNIST)
-        published = set() if pointer is None else {pointer.version, *pointer.history}
+        stored = [v for v in self.store.list_versions(job.model) if v.manifest.get("job_id") == job.id]
+        pointer = self.store.serving(job.model)
+        published = set() if pointer is None else pointer.published()
         if stored:
             version = stored[-1]
             gate = version.manifest.get("gate", {})
-            result = {
-                "version": version.version,
-                "published": version.version in published,
-                "holdout_accuracy": gate.get("candidate_accuracy"),
-                "serving_version": gate.get("serving_version"),
-                "serving_accuracy": gate.get("serving_accuracy"),
-                "margin": gate.get("margin"),
-            }
+            result = job_result(version, version.version in published)
             if version.version in published:
                 self.jobs.finish(job.id, SUCCEEDED, result=result)
                 return None
@@ -133,21 +127,14 @@ class JobRunner:
     async def _train(self, job: Job) -> None:
         log.info("job %s: training on %d images", job.id, job.upload.get("images", 0))
         settings = self.settings
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
+        self._process = await start_child(
             "prediction_service.retraining.training_job",
             str(self._model_dir),
             job.id,
-            "--parent-pid",
-            str(os.getpid()),
-            "--threads",
-            str(settings.training_threads),
             "--niceness",
             str(settings.training_niceness),
-            "--log-level",
-            settings.log_level,
-            *(["--json-logs"] if settings.json_logs else []),
+            settings=settings,
+            threads=settings.training_threads,
             env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},
         )
         # Low priority from its first instruction: its imports (seconds of CPU) must not slow serving either.

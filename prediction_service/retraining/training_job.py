@@ -2,10 +2,11 @@
 
     python -m prediction_service.retraining.training_job MODEL_DIR JOB_ID [--threads N] [--niceness N]
 
-It fine-tunes a fresh copy of the serving CNN (never the object that serves)
-on the job's uploaded images, scores it on the fixed hold-out set, stores it
-as a new version, and makes it serve only if it passes the gate. Progress goes
-to the job record after every epoch.
+It fine-tunes a fresh copy of the serving version (never the object that serves)
+on the job's uploaded data, scores it on the model's fixed hold-out set, stores it
+as a new version, and makes it serve only if it passes the gate. What the model
+needs for this is its `retraining` (models.interface). Progress goes to the job
+record after every epoch.
 """
 
 import argparse
@@ -15,24 +16,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prediction_service.core import logs
-from prediction_service.core.child_process import die_with_parent
+from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
-from prediction_service.models.catalog import MNIST, final_epoch, load_holdout
+from prediction_service.models.catalog import model_named
+from prediction_service.models.interface import Retraining, final_epoch
 from prediction_service.models.mnist import tf_runtime
-from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore
+from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result
+from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
 log = logging.getLogger("prediction_service.retraining.training_job")
 
-JOBS_FILE = "jobs.sqlite3"
-UPLOADS_DIR = "uploads"
 
-
-def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -> tuple[str, dict[str, Any]]:
-    from prediction_service.models.mnist import cnn as digits  # TensorFlow, after the thread limits are set
-
+def retrain(
+    store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job, retraining: Retraining
+) -> tuple[str, dict[str, Any]]:
     params = job.params
 
     def stage(name: str, **extra: Any) -> None:
@@ -40,32 +39,28 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
 
     stage("loading")
     images, labels = uploads.load(job.upload["id"])
-    holdout = load_holdout(store)
-    pointer = store.serving(MNIST)
+    holdout = retraining.holdout(store)
+    pointer = store.serving(job.model)
     if pointer is None:
-        raise RuntimeError("mnist has no serving version to fine-tune")
-    parent = store.read_version(MNIST, pointer.version)
-    model = digits.load_model(parent.path)
+        raise RuntimeError(f"{job.model} has no serving version to fine-tune")
+    parent = store.read_version(job.model, pointer.version)
 
     stage("training")
-    history = digits.fit(
-        model,
-        images,
-        labels,
-        epochs=params["epochs"],
-        batch_size=params["batch_size"],
-        validation_split=params["validation_split"],
-        learning_rate=params.get("learning_rate", 0.001),
+    candidate = retraining.fine_tune(
+        parent,
+        (images, labels),
+        params,
         on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **epoch}, epoch),
     )
+    history = candidate.history
     stage("evaluating", epoch=params["epochs"])
-    candidate_accuracy = digits.accuracy(model, *holdout)
+    candidate_accuracy = candidate.score(holdout)
 
     # Compare with what serves now (someone may have activated another version meanwhile).
-    serving = store.read_version(MNIST, (store.serving(MNIST) or pointer).version)
-    serving_accuracy = serving.manifest.get("metrics", {}).get("holdout_accuracy")
+    serving = store.read_version(job.model, (store.serving(job.model) or pointer).version)
+    serving_accuracy = serving.manifest.get("metrics", {}).get(retraining.gate_metric)
     if serving_accuracy is None:
-        serving_accuracy = digits.accuracy(digits.load_model(serving.path), *holdout)
+        serving_accuracy = retraining.score(serving, holdout)
     margin = params["gate_margin"]
     passed = candidate_accuracy >= serving_accuracy - margin
     gate = {
@@ -92,49 +87,39 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
         "parameters": {
             key: params[key] for key in ("epochs", "batch_size", "validation_split", "learning_rate") if key in params
         },
-        "metrics": {"holdout_accuracy": round(candidate_accuracy, 4), **final_epoch(history)},
+        "metrics": {retraining.gate_metric: round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,
         "history": history,
         "libraries": library_versions(),
     }
-    stored = store.add_version(MNIST, lambda folder: digits.save(model, folder), manifest)
+    stored = store.add_version(job.model, candidate.save, manifest)
     if passed:
-        store.set_serving(MNIST, stored.version)
-    result = {
-        "version": stored.version,
-        "published": passed,
-        "holdout_accuracy": gate["candidate_accuracy"],
-        "serving_version": serving.version,
-        "serving_accuracy": gate["serving_accuracy"],
-        "margin": margin,
-    }
-    return (SUCCEEDED if passed else REJECTED), result
+        store.set_serving(job.model, stored.version)
+    return (SUCCEEDED if passed else REJECTED), job_result(stored, passed)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prediction_service.retraining.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m prediction_service.retraining.training_job", description=__doc__)
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("job_id")
-    parser.add_argument("--parent-pid", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--niceness", type=int, default=10)
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--json-logs", action="store_true")
-    args = parser.parse_args(argv)
+    args = child_arguments(parser).parse_args(argv)
 
-    if args.parent_pid is not None:
-        die_with_parent(args.parent_pid)
+    set_up_child(args)
     if args.niceness > os.getpriority(os.PRIO_PROCESS, 0):  # the server may have lowered it already
         os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
-    logs.configure(args.log_level, args.json_logs)
     tf_runtime.limit_threads(args.threads, 1)
 
+    layout = Layout(args.model_dir)
     store = ModelStore(args.model_dir)
-    jobs = JobStore(args.model_dir / JOBS_FILE)
-    uploads = UploadStore(args.model_dir / UPLOADS_DIR)
+    jobs = JobStore(layout.jobs)
+    uploads = UploadStore(layout.uploads)
     job = jobs.get(args.job_id)
     try:
-        status, result = retrain(store, jobs, uploads, job)
+        retraining = model_named(job.model).retraining
+        if retraining is None:
+            raise RuntimeError(f"{job.model} cannot be retrained")
+        status, result = retrain(store, jobs, uploads, job, retraining)
     except Exception as error:
         log.exception("job %s failed", job.id)
         jobs.record_outcome(job.id, FAILED, None, f"{type(error).__name__}: {getattr(error, 'detail', error)}")

@@ -1,15 +1,10 @@
-"""The digit model's own process: decodes uploaded images and runs the ONNX model.
+"""The mnist model's own process: decodes uploaded images and runs the ONNX model.
 
     python -m prediction_service.serving.model_host --parent-pid N [--threads 1] ...
 
 The server's event loop only parses HTTP; all image work happens here, so the two
-never compete for the same interpreter lock. Requests and answers are frames on
-stdin and stdout (see child_process):
-
-    ("load", version, onnx_path)                 -> ("ok", None)
-    ("predict", version, onnx_path, uploads)     -> ("ok", outcomes)
-      uploads: [(name, bytes or None, decoded array or None)]
-      outcomes: [("digit", probabilities) or ("error", status, message)]
+never compete for the same interpreter lock. It reads LoadModel and Predict frames
+on stdin and answers each with a Reply on stdout (see serving.messages).
 """
 
 import argparse
@@ -20,78 +15,83 @@ from pathlib import Path
 
 import numpy as np
 
-from prediction_service.core import logs
-from prediction_service.core.child_process import die_with_parent, encode_frame, read_frame
+from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.errors import ServiceError
 from prediction_service.models.mnist.images import ImageLimits, decode_digits, warm_up
 from prediction_service.models.mnist.onnx_runtime import OnnxDigitClassifier
+from prediction_service.serving.messages import (
+    LoadModel,
+    ModelProcessFailed,
+    Outcome,
+    Predict,
+    Reply,
+    encode_frame,
+    read_frame,
+)
 
 log = logging.getLogger("prediction_service.serving.model_host")
 KEPT_MODELS = 2
 
 
-class Worker:
+class ModelHost:
     def __init__(self, limits: ImageLimits, threads: int) -> None:
         self.limits = limits
         self.threads = threads
         # The versions used last (the serving one, and the one it replaced while requests drain).
         self.models: OrderedDict[int, OnnxDigitClassifier] = OrderedDict()
 
-    def model(self, version: int, path: str) -> OnnxDigitClassifier:
+    def model(self, version: int, path: Path) -> OnnxDigitClassifier:
         if version in self.models:
             self.models.move_to_end(version)
         else:
-            self.models[version] = OnnxDigitClassifier(Path(path), self.threads)
+            self.models[version] = OnnxDigitClassifier(path, self.threads)
             while len(self.models) > KEPT_MODELS:
                 self.models.popitem(last=False)
         return self.models[version]
 
-    def predict(self, version: int, path: str, uploads: list) -> list:
-        outcomes: list = [None] * len(uploads)
-        images = [image for _, _, image in uploads]
+    def predict(self, request: Predict) -> list[Outcome]:
+        uploads = request.uploads
+        outcomes: list[Outcome | None] = [None] * len(uploads)
+        images: list[np.ndarray | None] = [upload.image for upload in uploads]
         undecoded = [i for i, image in enumerate(images) if image is None]
-        files = [(uploads[i][0], uploads[i][1] or b"") for i in undecoded]
-        for position, outcome in zip(undecoded, decode_digits(files, self.limits), strict=True):
-            if isinstance(outcome, ServiceError):
-                outcomes[position] = ("error", outcome.status_code, outcome.detail)
+        files = [(uploads[i].name, uploads[i].data or b"") for i in undecoded]
+        for position, decoded in zip(undecoded, decode_digits(files, self.limits), strict=True):
+            if isinstance(decoded, ServiceError):
+                outcomes[position] = decoded
             else:
-                images[position] = outcome
+                images[position] = decoded
         ready = [i for i in range(len(uploads)) if outcomes[i] is None]
         if ready:
-            probabilities = self.model(version, path).probabilities(np.stack([images[i] for i in ready]))
+            model = self.model(request.version, request.onnx_path)
+            probabilities = model.probabilities(np.stack([images[i] for i in ready]))  # type: ignore[misc]
             for position, row in zip(ready, probabilities.tolist(), strict=True):
-                outcomes[position] = ("digit", row)
-        return outcomes
+                outcomes[position] = row
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    def handle(self, message: tuple) -> tuple:
-        if message[0] == "load":
-            self.model(message[1], message[2])
-            return ("ok", None)
-        if message[0] == "predict":
-            return ("ok", self.predict(*message[1:]))
-        return ("failed", f"unknown message {message[0]!r}")
+    def handle(self, message: LoadModel | Predict) -> Reply:
+        if isinstance(message, LoadModel):
+            self.model(message.version, message.onnx_path)
+            return Reply()
+        if isinstance(message, Predict):
+            return Reply(outcomes=self.predict(message))
+        return Reply(failure=ModelProcessFailed(f"unknown message {type(message).__name__}"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prediction_service.inference_worker", description=__doc__)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = child_arguments(argparse.ArgumentParser(prog="python -m prediction_service.serving.model_host"))
     parser.add_argument("--max-image-bytes", type=int, required=True)
     parser.add_argument("--max-image-pixels", type=int, required=True)
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--json-logs", action="store_true")
     args = parser.parse_args(argv)
-    die_with_parent(args.parent_pid)
-    logs.configure(args.log_level, args.json_logs)
+    set_up_child(args)
     warm_up()
-    worker = Worker(ImageLimits(args.max_image_bytes, args.max_image_pixels), args.threads)
+    host = ModelHost(ImageLimits(args.max_image_bytes, args.max_image_pixels), args.threads)
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     while (message := read_frame(requests)) is not None:
         try:
-            answer = worker.handle(message)
+            answer = host.handle(message)
         except Exception as error:  # the server gets the failure; this process lives on
-            log.exception("request %s failed", message[0])
-            answer = ("failed", f"{type(error).__name__}: {error}")
+            log.exception("%s failed", type(message).__name__)
+            answer = Reply(failure=ModelProcessFailed(f"the model's process failed: {type(error).__name__}: {error}"))
         answers.write(encode_frame(answer))
         answers.flush()
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prediction_service.core.errors import Conflict, NotFound
-from prediction_service.storage.versions import utc_now
+from prediction_service.storage.versions import StoredVersion, utc_now
 
 QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
     "queued",
@@ -24,7 +24,6 @@ QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
     "failed",
     "interrupted",
 )
-FINAL = (SUCCEEDED, REJECTED, FAILED)
 RETRYABLE = (FAILED, INTERRUPTED)
 
 SCHEMA = """
@@ -87,17 +86,40 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
+    """A finished job's result: the version it stored and the gate's verdict (from the version's manifest)."""
+    gate = version.manifest.get("gate") or {}
+    return {
+        "version": version.version,
+        "published": published,
+        "holdout_accuracy": gate.get("candidate_accuracy"),
+        "serving_version": gate.get("serving_version"),
+        "serving_accuracy": gate.get("serving_accuracy"),
+        "margin": gate.get("margin"),
+    }
+
+
 class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        self._schema_ready = False
+
+    def _create_schema(self) -> None:
+        # At the first use, not in __init__: making a JobStore does no I/O. Idempotent across processes.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        finally:
+            db.close()
+        self._schema_ready = True
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A connection per operation: cheap for SQLite, and safe across threads and processes.
+        if not self._schema_ready:
+            self._create_schema()
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA synchronous=FULL")
@@ -141,11 +163,6 @@ class JobStore:
             else:
                 rows = db.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
         return [Job.from_row(row) for row in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self._connect() as db:
-            rows = db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
-        return {row["status"]: row["n"] for row in rows}
 
     def has_queued(self) -> bool:
         with self._connect() as db:

@@ -7,18 +7,21 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from prediction_service.core.errors import NotFound
-from prediction_service.core.files import fsync_dir, fsync_tree
-from prediction_service.retraining.archive import LabelledImages
+from prediction_service.core.files import publish_folder, staged_folder
+from prediction_service.storage.layout import DATASET, INCOMING_PREFIX, MANIFEST, STAGING_PREFIX
 
-DATASET = "dataset.npz"
-MANIFEST = "manifest.json"
-TMP_PREFIX = ".tmp-"
-INCOMING_PREFIX = ".incoming-"
+
+class Dataset(Protocol):
+    @property
+    def images(self) -> np.ndarray: ...
+
+    @property
+    def labels(self) -> np.ndarray: ...
 
 
 class UploadStore:
@@ -35,22 +38,14 @@ class UploadStore:
         finally:
             path.unlink(missing_ok=True)
 
-    def save(self, upload_id: str, data: LabelledImages, manifest: dict[str, Any]) -> None:
+    def save(self, upload_id: str, data: Dataset, manifest: dict[str, Any]) -> None:
         """Write the dataset and its manifest to a temporary folder, fsync, rename into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
+        with staged_folder(self.root, STAGING_PREFIX) as staging:
             buffer = io.BytesIO()
             np.savez(buffer, images=data.images, labels=data.labels)
-            (tmp / DATASET).write_bytes(buffer.getbuffer())
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            fsync_tree(tmp)
-            tmp.rename(self.root / upload_id)
-            fsync_dir(self.root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            (staging / DATASET).write_bytes(buffer.getbuffer())
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+            publish_folder(staging, self.root / upload_id)
 
     def load(self, upload_id: str) -> tuple[np.ndarray, np.ndarray]:
         path = self.root / upload_id / DATASET
@@ -59,14 +54,11 @@ class UploadStore:
         with np.load(path, allow_pickle=False) as data:
             return data["images"], data["labels"]
 
-    def exists(self, upload_id: str) -> bool:
-        return (self.root / upload_id / DATASET).is_file()
-
     def remove_partial(self) -> None:
         """Delete folders of uploads that were being written when a process died."""
         if self.root.is_dir():
             for entry in self.root.iterdir():
-                if entry.name.startswith(TMP_PREFIX):
+                if entry.name.startswith(STAGING_PREFIX):
                     shutil.rmtree(entry, ignore_errors=True)
                 elif entry.name.startswith(INCOMING_PREFIX):
                     entry.unlink(missing_ok=True)

@@ -1,12 +1,4 @@
-"""Versioned model artifacts on disk.
-
-Layout, per model:
-
-    MODEL_DIR/<name>/<version>/          immutable once renamed into place
-        manifest.json                    what it is, how it was made, file hashes
-        <artifact files>
-    MODEL_DIR/<name>/serving.json        which version serves (written last)
-    MODEL_DIR/<name>/.tmp-*              a version being written; never loaded
+"""Versioned model artifacts on disk (names: storage.layout).
 
 A version folder appears by an atomic rename of a fully written, fsynced
 temporary folder, and the serving pointer changes only after that, so a crash at
@@ -16,9 +8,7 @@ any point leaves either the old state or the new one.
 import hashlib
 import json
 import logging
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,13 +18,10 @@ from typing import Any
 from filelock import FileLock
 
 from prediction_service.core.errors import Conflict, NotFound
-from prediction_service.core.files import fsync_dir, fsync_tree, write_atomic
+from prediction_service.core.files import publish_folder, staged_folder, write_atomic
+from prediction_service.storage.layout import MANIFEST, POINTER, STAGING_PREFIX, Layout
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-POINTER = "serving.json"
-TMP_PREFIX = ".tmp-"
 
 
 class CorruptVersion(Conflict):
@@ -47,9 +34,6 @@ class StoredVersion:
     version: int
     path: Path
     manifest: dict[str, Any]
-
-    def file(self, filename: str) -> Path:
-        return self.path / filename
 
 
 @dataclass(frozen=True)
@@ -64,6 +48,10 @@ class ServingPointer:
             if version not in seen:
                 seen.add(version)
                 yield version
+
+    def published(self) -> set[int]:
+        """Every version that has served (a stored version not in it is a rejected candidate)."""
+        return {self.version, *self.history}
 
 
 def sha256_file(path: Path) -> str:
@@ -80,16 +68,15 @@ def utc_now() -> str:
 
 class ModelStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.layout = Layout(root)
 
     def model_path(self, name: str) -> Path:
-        return self.root / name
+        return self.layout.model(name)
 
     def lock(self, name: str, purpose: str = "versions") -> FileLock:
         """A lock shared by every process using this MODEL_DIR (released if the holder dies)."""
-        path = self.model_path(name)
-        path.mkdir(parents=True, exist_ok=True)
-        return FileLock(path / f".{purpose}.lock")
+        self.model_path(name).mkdir(parents=True, exist_ok=True)
+        return FileLock(self.layout.lock(name, purpose))
 
     # Versions
 
@@ -137,28 +124,20 @@ class ModelStore:
         """Write a new immutable version: artifacts and manifest to a temporary folder,
         fsync, then rename it to the next version number. Does not make it serve."""
         model_path = self.model_path(name)
-        model_path.mkdir(parents=True, exist_ok=True)
-        tmp = model_path / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
-            write_artifacts(tmp)
+        with staged_folder(model_path, STAGING_PREFIX) as staging:
+            write_artifacts(staging)
             files = {
                 entry.name: {"sha256": sha256_file(entry), "bytes": entry.stat().st_size}
-                for entry in sorted(tmp.iterdir())
+                for entry in sorted(staging.iterdir())
                 if entry.is_file()
             }
             with self.lock(name):
                 version = max(self.version_numbers(name), default=0) + 1
                 full_manifest = {"name": name, "version": version, "created_at": utc_now(), **manifest}
                 full_manifest["files"] = files
-                (tmp / MANIFEST).write_text(json.dumps(full_manifest, indent=2, default=str))
-                fsync_tree(tmp)
+                (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2, default=str))
                 final = model_path / str(version)
-                os.rename(tmp, final)
-                fsync_dir(model_path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                publish_folder(staging, final)
         log.info("stored %s version %d", name, version)
         return StoredVersion(name, version, final, full_manifest)
 
@@ -168,7 +147,7 @@ class ModelStore:
         removed = []
         if path.is_dir():
             for entry in path.iterdir():
-                if entry.name.startswith(TMP_PREFIX) and entry.is_dir():
+                if entry.name.startswith(STAGING_PREFIX) and entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
         return removed

@@ -112,7 +112,7 @@ def test_a_warm_start_loads_the_cnn_without_training_or_data(model_dir: Path, tm
 def test_if_the_model_process_dies_the_service_restarts_it(client: TestClient) -> None:
     """A crash of the digit model's process costs at most the requests in flight (503), never the service."""
     sample = (SAMPLES / "test_img0.png").read_bytes()
-    inference = client.app.state.services.inference  # type: ignore[attr-defined]
+    inference = client.app.state.services.serving.model_process  # type: ignore[attr-defined]
     first_pid = inference._process.pid
     before = client.post("/predict-image", files={"file": ("d.png", sample, "image/png")}).json()
     os.kill(first_pid, signal.SIGKILL)
@@ -129,6 +129,6 @@ def test_if_the_model_process_dies_the_service_restarts_it(client: TestClient) -
 
 def test_the_digit_model_process_sends_no_telemetry(client: TestClient) -> None:
     """ONNX Runtime phones home on Linux unless told not to: the process that runs it is told not to."""
-    inference = client.app.state.services.inference  # type: ignore[attr-defined]
+    inference = client.app.state.services.serving.model_process  # type: ignore[attr-defined]
     environment = Path(f"/proc/{inference._process.pid}/environ").read_bytes().split(b"\0")
     assert b"ORT_DISABLE_TELEMETRY=1" in environment

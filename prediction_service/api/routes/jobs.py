@@ -9,13 +9,13 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, UploadFil
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import ServicesDep
+from prediction_service.api.deps import RegistryDep, RetrainingDep, ServingDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
-from prediction_service.models.catalog import MNIST
-from prediction_service.services import Services
-from prediction_service.storage.jobs import QUEUED, RUNNING, Job
+from prediction_service.models.mnist.model import MNIST
+from prediction_service.services import Serving
+from prediction_service.storage.jobs import QUEUED, RUNNING, Job, JobStore
 
 router = APIRouter(tags=["retraining"])
 
@@ -56,29 +56,32 @@ def job_info(job: Job) -> JobInfo:
     openapi_extra=part_media_types("file", ZIP),
 )
 async def upload_images(
-    file: UploadFile, background_tasks: BackgroundTasks, services: ServicesDep, response: Response
+    file: UploadFile,
+    background_tasks: BackgroundTasks,
+    retraining: RetrainingDep,
+    registry: RegistryDep,
+    response: Response,
 ) -> JobInfo:
-    intake, runner, _ = services.retraining_ready()
-    job = await run_in_threadpool(intake.accept, MNIST, file.file, file.filename)
+    registry.get(MNIST)  # retraining starts from the serving version: 503 with the reason while there is none
+    job = await run_in_threadpool(retraining.intake.accept, MNIST, file.file, file.filename)
     # The task only wakes this process's job runner; the training itself runs in a subprocess.
-    background_tasks.add_task(runner.kick)
+    background_tasks.add_task(retraining.runner.kick)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_info(job)
 
 
 @router.get("/jobs", summary="Retraining jobs, newest first")
 async def list_jobs(
-    services: ServicesDep,
+    retraining: RetrainingDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="How many jobs to list.")] = 50,
 ) -> JobList:
-    jobs = services.job_store()
-    return JobList(jobs=[job_info(job) for job in await run_in_threadpool(jobs.recent, limit)])
+    return JobList(jobs=[job_info(job) for job in await run_in_threadpool(retraining.jobs.recent, limit)])
 
 
 @router.get("/jobs/{job_id}", summary="A retraining job's state and progress", responses=error_responses(404, 422))
-async def get_job(job_id: JobId, services: ServicesDep) -> JobInfo:
-    job = await run_in_threadpool(services.job_store().get, job_id)
-    await services.refresh_models()  # a job that reads final: this process serves its outcome
+async def get_job(job_id: JobId, retraining: RetrainingDep, serving: ServingDep) -> JobInfo:
+    job = await run_in_threadpool(retraining.jobs.get, job_id)
+    await serving.refresh()  # a job that reads final: this process serves its outcome
     return job_info(job)
 
 
@@ -89,10 +92,12 @@ async def get_job(job_id: JobId, services: ServicesDep) -> JobInfo:
     dependencies=[AdminDep],
     responses=error_responses(401, 403, 404, 409, 422, 503),
 )
-async def retry_job(job_id: JobId, services: ServicesDep, background_tasks: BackgroundTasks) -> JobInfo:
-    _, runner, jobs = services.retraining_ready()
-    job = await run_in_threadpool(jobs.retry, job_id)
-    background_tasks.add_task(runner.kick)
+async def retry_job(
+    job_id: JobId, retraining: RetrainingDep, registry: RegistryDep, background_tasks: BackgroundTasks
+) -> JobInfo:
+    registry.get(MNIST)  # retraining starts from the serving version: 503 with the reason while there is none
+    job = await run_in_threadpool(retraining.jobs.retry, job_id)
+    background_tasks.add_task(retraining.runner.kick)
     return job_info(job)
 
 
@@ -110,17 +115,16 @@ HEARTBEAT_SECONDS = 10
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"schema": {}}}}, **error_responses(404, 422)},
 )
-async def job_events(job_id: JobId, services: ServicesDep) -> StreamingResponse:
-    first = await run_in_threadpool(services.job_store().get, job_id)  # 404 before the stream starts
+async def job_events(job_id: JobId, retraining: RetrainingDep, serving: ServingDep) -> StreamingResponse:
+    first = await run_in_threadpool(retraining.jobs.get, job_id)  # 404 before the stream starts
     return StreamingResponse(
-        _job_events(services, first),
+        _job_events(retraining.jobs, serving, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _job_events(services: Services, job: Job) -> AsyncIterator[str]:
-    jobs = services.job_store()
+async def _job_events(jobs: JobStore, serving: Serving, job: Job) -> AsyncIterator[str]:
     started = last_sent = time.monotonic()
     previous = None
     yield f"retry: {RECONNECT_MS}\n\n"  # when a stream ends before the job, the browser is back within a second
@@ -130,7 +134,7 @@ async def _job_events(services: Services, job: Job) -> AsyncIterator[str]:
             previous, last_sent = payload, time.monotonic()
             yield f"event: job\ndata: {payload}\n\n"
         if job.status not in (QUEUED, RUNNING):
-            await services.refresh_models()
+            await serving.refresh()
             yield "event: end\ndata: {}\n\n"
             return
         if time.monotonic() - started > EVENT_STREAM_SECONDS:

@@ -1,11 +1,12 @@
 """Model versions: list them, and choose which one serves (rollback)."""
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import RegistryDep, ServicesDep
+from prediction_service.api.deps import RegistryDep, ServingDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import ModelInfo, ModelList, VersionInfo
 from prediction_service.api.security import AdminDep
@@ -18,32 +19,30 @@ Version = Annotated[int, Path(ge=1, le=1_000_000, description="A version number 
 
 
 def model_info(registry: Registry, name: str) -> ModelInfo:
-    pointer = registry.store.serving(name)
-    published = set() if pointer is None else {pointer.version, *pointer.history}
-    serving_version = registry.serving_version(name)
+    stored_versions, published = registry.versions(name)
+    status = registry.status(name)
     versions = [
         VersionInfo(
             version=stored.version,
             created_at=str(stored.manifest.get("created_at", "")),
             source=stored.manifest.get("source"),
-            serving=stored.version == serving_version,
+            serving=stored.version == status.serving_version,
             published=stored.version in published,
             metrics=stored.manifest.get("metrics", {}),
             training_data=stored.manifest.get("training_data", {}),
             gate=stored.manifest.get("gate"),
             job_id=stored.manifest.get("job_id"),
         )
-        for stored in registry.store.list_versions(name)
+        for stored in stored_versions
     ]
-    status = registry.status(name).as_dict()
-    return ModelInfo(name=name, serving_version=serving_version, versions=versions, **status)
+    return ModelInfo(**dataclasses.asdict(status), name=name, versions=versions)
 
 
 @router.get("", summary="Every model's versions, metrics, and which one serves")
-async def list_models(services: ServicesDep) -> ModelList:
-    await services.refresh_models()
-    registry = services.registry
-    infos = await run_in_threadpool(lambda: [model_info(registry, name) for name in registry.kinds])
+async def list_models(serving: ServingDep) -> ModelList:
+    await serving.refresh()
+    registry = serving.registry
+    infos = await run_in_threadpool(lambda: [model_info(registry, name) for name in registry.models])
     return ModelList(models=infos)
 
 

@@ -18,16 +18,17 @@ from prediction_service.api.schemas import (
 )
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput
-from prediction_service.models.catalog import PENGUINS
+from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS, PenguinClassifier
+from prediction_service.models.penguins.model import PenguinsModel
 
 router = APIRouter(tags=["penguins"])
+PENGUINS = PenguinsModel.name
 
 # PlainNumber after Query: validators placed before the constraints would hide them from the schema.
 BillLength = Annotated[
     float,
     Query(
-        gt=0,
-        allow_inf_nan=False,
+        **MEASUREMENT_LIMITS,
         description="Bill length in millimetres: a finite number greater than 0 (the training data spans 32-60).",
         openapi_examples={"Adelie": {"value": 40.3}, "Gentoo": {"value": 47.5}},
     ),
@@ -36,8 +37,7 @@ BillLength = Annotated[
 FlipperLength = Annotated[
     float,
     Query(
-        gt=0,
-        allow_inf_nan=False,
+        **MEASUREMENT_LIMITS,
         description="Flipper length in millimetres: a finite number greater than 0 (the training data spans 172-231).",
         openapi_examples={"Adelie": {"value": 195}, "Gentoo": {"value": 220}},
     ),
@@ -53,10 +53,12 @@ FlipperLength = Annotated[
     response_model=PenguinPrediction,
     responses=error_responses(422, 503),
 )
-async def predict_penguin(bill_length_mm: BillLength, flipper_length_mm: FlipperLength, request: Request) -> Response:
-    # The hottest route: the registry straight from the app, and the answer built directly (its shape
-    # is PenguinPrediction, checked by the tests), not validated again by FastAPI.
-    served = request.app.state.services.registry.get(PENGUINS)
+async def predict_penguin(
+    bill_length_mm: BillLength, flipper_length_mm: FlipperLength, registry: RegistryDep, request: Request
+) -> Response:
+    # The hottest route: the answer built directly (its shape is PenguinPrediction, checked by the
+    # tests), not validated again by FastAPI.
+    served = registry.serving(PENGUINS, PenguinClassifier)
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
     request.state.model_version = served.version
     metrics.count_prediction(PENGUINS, served.version, prediction.species)
@@ -94,7 +96,7 @@ BatchBody = Annotated[
 async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: SettingsDep) -> list[PenguinBatchItem]:
     if len(rows) > settings.max_batch_items:
         raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
-    served = registry.get(PENGUINS)
+    served = registry.serving(PENGUINS, PenguinClassifier)
     answers: list[PenguinBatchItem | None] = [None] * len(rows)
     valid: list[tuple[int, PenguinInput]] = []
     for index, row in enumerate(rows):

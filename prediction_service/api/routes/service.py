@@ -3,30 +3,29 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import RegistryDep, ServicesDep
-from prediction_service.api.schemas import Liveness, ModelState, Readiness, ServiceInfo
+from prediction_service.api.deps import RegistryDep, ServingDep
+from prediction_service.api.schemas import Liveness, Readiness, ServiceInfo
+from prediction_service.models.interface import ModelStatus
 from prediction_service.models.registry import Registry
 
 router = APIRouter(tags=["service"])
 
 NAME = "Penguins and digits prediction service"
-DESCRIPTION = (
-    "Predicts a penguin's species from its bill and flipper length (KNN), and the handwritten "
-    "digit in an image (CNN); retrains the digit model from uploaded, labelled images."
-)
 
 
-def model_states(registry: Registry) -> dict[str, ModelState]:
-    return {
-        name: ModelState(serving_version=registry.serving_version(name), **registry.status(name).as_dict())
-        for name in registry.kinds
-    }
+def description(registry: Registry) -> str:
+    """What the service predicts: each model's own description."""
+    return f"Predicts {'; and '.join(model.description for model in registry.models.values())}."
+
+
+def statuses(registry: Registry) -> dict[str, ModelStatus]:
+    return {name: registry.status(name) for name in registry.models}
 
 
 @router.get("/", summary="What this service is and which model versions serve")
-async def service_info(services: ServicesDep) -> ServiceInfo:
-    await services.refresh_models()
-    return ServiceInfo(name=NAME, description=DESCRIPTION, models=model_states(services.registry))
+async def service_info(serving: ServingDep) -> ServiceInfo:
+    await serving.refresh()
+    return ServiceInfo(name=NAME, description=description(serving.registry), models=statuses(serving.registry))
 
 
 @router.get("/health/live", summary="Liveness: the process answers")
@@ -41,5 +40,5 @@ async def live() -> Liveness:
     responses={503: {"model": Readiness, "description": "Some model is not ready; its state says why."}},
 )
 async def ready(registry: RegistryDep) -> JSONResponse:
-    body = Readiness(status="ready" if registry.ready() else "not ready", models=model_states(registry))
+    body = Readiness(status="ready" if registry.ready() else "not ready", models=statuses(registry))
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if registry.ready() else 503)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prediction_service.core.errors import ModelUnavailable
+from prediction_service.models.interface import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,11 @@ BUNDLED_SAMPLE = Path(__file__).resolve().parents[3] / "data" / "mnist-sample.np
 FIX = "set MNIST_DATA to a local mnist.npz (Keras's layout: x_train, y_train, x_test, y_test)"
 
 
-class MnistUnavailable(ModelUnavailable):
-    """MNIST could be neither read nor downloaded; the digit model cannot be trained."""
+class MnistUnavailable(Unavailable):
+    """MNIST could be neither read nor downloaded; the mnist model cannot be trained."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"the digit model is unavailable: {reason}; fix: {FIX}, then restart")
-        self.reason = reason
-        self.fix = FIX
+        super().__init__("mnist", reason, FIX)
 
 
 @dataclass(frozen=True)

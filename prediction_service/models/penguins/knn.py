@@ -9,6 +9,7 @@ import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 FEATURES = ("bill_length_mm", "flipper_length_mm")
+# What a measurement may be (the API validates each input with these): a finite number above 0.
+MEASUREMENT_LIMITS: dict[str, Any] = {"gt": 0, "allow_inf_nan": False}
 TARGET = "species"
 NEIGHBORS = 11
 ARTIFACT = "model.pkl"
@@ -87,7 +90,7 @@ def train(csv_path: Path) -> TrainedPenguins:
 
 
 @dataclass(frozen=True)
-class PenguinPrediction:
+class SpeciesPrediction:
     species: str
     probabilities: dict[str, float]
     warnings: list[str]
@@ -137,25 +140,25 @@ class PenguinClassifier:
         counts = np.stack([np.bincount(row, minlength=len(self.species)) for row in votes])
         return counts / self._k
 
-    def predict(self, bill_length_mm: float, flipper_length_mm: float) -> PenguinPrediction:
+    def predict(self, bill_length_mm: float, flipper_length_mm: float) -> SpeciesPrediction:
         """One penguin: the same arithmetic as `probabilities`, without its batch overhead (~8 us)."""
         bill = (bill_length_mm - self._mean[0]) / self._scale[0]
         flipper = (flipper_length_mm - self._mean[1]) / self._scale[1]
         distances = (self._points_x - bill) ** 2 + (self._points_y - flipper) ** 2
         nearest = np.argsort(distances, kind="stable")[: self._k]
         counts = np.bincount(self._labels[nearest], minlength=len(self.species))
-        return PenguinPrediction(
+        return SpeciesPrediction(
             species=self.species[int(counts.argmax())],
             probabilities=dict(zip(self.species, (counts / self._k).tolist(), strict=True)),
             warnings=self.unfamiliar_inputs((bill_length_mm, flipper_length_mm)),
         )
 
-    def predict_many(self, rows: list[tuple[float, float]]) -> list[PenguinPrediction]:
+    def predict_many(self, rows: list[tuple[float, float]]) -> list[SpeciesPrediction]:
         if not rows:
             return []
         probabilities = self.probabilities(np.array(rows, dtype=np.float64).reshape(-1, 2))
         return [
-            PenguinPrediction(
+            SpeciesPrediction(
                 species=self.species[int(np.argmax(row_probabilities))],
                 probabilities={name: float(p) for name, p in zip(self.species, row_probabilities, strict=True)},
                 warnings=self.unfamiliar_inputs(row),

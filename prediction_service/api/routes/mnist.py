@@ -1,4 +1,4 @@
-"""The handwritten digit in an uploaded image."""
+"""The handwritten digit in an uploaded image (the mnist model)."""
 
 import asyncio
 from typing import Annotated
@@ -6,14 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import ServicesDep, SettingsDep
+from prediction_service.api.deps import MnistDep, SettingsDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput, ServiceError
-from prediction_service.models.catalog import MNIST
-from prediction_service.models.mnist.inference import DigitResult
-from prediction_service.services import Services
+from prediction_service.models.mnist.model import MNIST
+from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
 
 router = APIRouter(tags=["digits"])
 IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/webp"
@@ -41,16 +40,16 @@ def answer(result: DigitResult, filename: str | None) -> dict:
     responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=part_media_types("file", IMAGE_TYPES),
 )
-async def predict_image(file: UploadFile, request: Request) -> JSONResponse:
-    # The hottest route: services straight from the app, and the answer built directly (its shape
-    # is DigitPrediction, checked by the tests), not validated again by FastAPI.
-    result = await _predict(request.app.state.services, file.filename, await file.read())
+async def predict_image(file: UploadFile, mnist: MnistDep, request: Request) -> JSONResponse:
+    # The hottest route: the answer built directly (its shape is DigitPrediction, checked by the
+    # tests), not validated again by FastAPI.
+    result = await _predict(mnist, file.filename, await file.read())
     request.state.model_version = result.model_version
     return JSONResponse(answer(result, file.filename))
 
 
-async def _predict(services: Services, filename: str | None, data: bytes) -> DigitResult:
-    return await services.digits.predict(data, repr(filename) if filename else "the file")
+async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> DigitResult:
+    return await mnist.predict(data, repr(filename) if filename else "the file")
 
 
 async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
@@ -69,13 +68,13 @@ async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
     openapi_extra=part_media_types("files", IMAGE_TYPES),
 )
 async def predict_images(
-    files: Annotated[list[UploadFile | str], File(min_length=1)], services: ServicesDep, settings: SettingsDep
+    files: Annotated[list[UploadFile | str], File(min_length=1)], mnist: MnistDep, settings: SettingsDep
 ) -> list[DigitBatchItem]:
-    services.digits.check_available()
+    mnist.check_available()
     if len(files) > settings.max_batch_items:
         raise InvalidInput(f"{len(files)} files in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
     parts = [await _part(file) for file in files]
-    outcomes = await asyncio.gather(*(_predict(services, name, data) for name, data in parts), return_exceptions=True)
+    outcomes = await asyncio.gather(*(_predict(mnist, name, data) for name, data in parts), return_exceptions=True)
     answers = []
     for (name, _), outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, ServiceError):

@@ -1,0 +1,140 @@
+"""The one interface of a model: the registry, the CLI, /models, the routes and the training job use only this.
+
+A model is a package under models/ with a class that has these members, listed once in
+models/catalog.py. A loaded version is whatever `load` returns; its own typed `predict`
+(or, for a model served from another process, its package's predictor) answers requests.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from prediction_service.core.errors import ModelUnavailable
+from prediction_service.core.settings import Settings
+from prediction_service.serving.model_process import ModelProcess
+from prediction_service.storage.versions import ModelStore, StoredVersion
+
+Loaded = TypeVar("Loaded")
+LoadedCo = TypeVar("LoadedCo", covariant=True)
+
+
+class Unavailable(ModelUnavailable):
+    """A model that cannot be trained or loaded, for a reason its operator can fix."""
+
+    def __init__(self, model: str, reason: str, fix: str) -> None:
+        super().__init__(f"model {model!r} is unavailable: {reason}; fix: {fix}")
+        self.reason = reason
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """How a model is doing: loading, training, ready, unavailable or failed (then why, and the fix)."""
+
+    state: str = "loading"
+    serving_version: int | None = None
+    reason: str | None = None
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class ServedModel(Generic[Loaded]):
+    """The version of a model that serves, loaded."""
+
+    name: str
+    version: int
+    manifest: dict[str, Any]
+    predictor: Loaded
+
+
+class Candidate(Protocol):
+    """A retrained copy of a model, not yet stored."""
+
+    history: list[dict[str, float]]
+
+    def score(self, holdout: tuple[np.ndarray, np.ndarray]) -> float: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]  # called with each finished epoch's metrics
+
+
+def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
+    """The last epoch's loss and accuracy (training and validation), for a version's metrics."""
+    if not history:
+        return {}
+    last = history[-1]
+    return {key: last[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in last}
+
+
+class Retraining(Protocol):
+    """What retraining a model needs: the data it takes, its hold-out, its gate."""
+
+    data: str  # what an upload holds, in words
+    gate_metric: str  # the hold-out metric a candidate must not lose (more than the margin) against the serving one
+
+    def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed hold-out set every version of the model is scored on."""
+        ...
+
+    def score(self, version: StoredVersion, holdout: tuple[np.ndarray, np.ndarray]) -> float:
+        """A stored version's gate metric on the hold-out set."""
+        ...
+
+    def fine_tune(
+        self,
+        parent: StoredVersion,
+        data: tuple[np.ndarray, np.ndarray],
+        params: dict[str, Any],
+        on_epoch: ProgressCallback,
+    ) -> Candidate:
+        """A copy of `parent` trained further on `data` (never the object that serves)."""
+        ...
+
+
+class Model(Protocol[LoadedCo]):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str:
+        """A clause of the service's description: what it predicts, from what."""
+        ...
+
+    @property
+    def retraining(self) -> Retraining | None:
+        """What retraining it needs; None: it is not retrained."""
+        ...
+
+    def train_first_version(self, store: ModelStore) -> StoredVersion:
+        """Train and store version 1 (the registry makes it serve)."""
+        ...
+
+    def load(self, stored: StoredVersion) -> LoadedCo:
+        """Load a stored version so that it can serve; raise Unavailable, or any error for a bad version."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What a model is made with."""
+
+    settings: Settings
+    # The process that serves models outside the server's interpreter; None where nothing serves (CLI, tests).
+    model_process: ModelProcess | None = None
+
+
+class ModelFactory(Protocol):
+    """A model's class: its name and what retraining needs are known before it is made."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def retraining(self) -> Retraining | None: ...
+
+    def __call__(self, context: ModelContext) -> Model[Any]: ...

@@ -1,0 +1,159 @@
+"""The mnist model as the service sees it: first training, the fixed hold-out set, loading (see models.interface).
+
+A version serves from the model's own process (serving.model_host), through ONNX Runtime: the
+server loads neither TensorFlow nor the model itself.
+"""
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from prediction_service.core.files import write_atomic
+from prediction_service.core.provenance import library_versions
+from prediction_service.models.interface import ModelContext, ProgressCallback, final_epoch
+from prediction_service.models.mnist.dataset import load_mnist
+from prediction_service.models.mnist.images import normalize_digit
+from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT
+from prediction_service.serving.messages import LoadModel, ModelProcessFailed
+from prediction_service.storage.layout import HOLDOUT
+from prediction_service.storage.versions import CorruptVersion, ModelStore, StoredVersion
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+MNIST = "mnist"
+
+
+class MnistCandidate:
+    """A retrained CNN, not yet stored."""
+
+    def __init__(self, model: "keras.Model", history: list[dict[str, float]]) -> None:
+        self.model = model
+        self.history = history
+
+    def score(self, holdout: tuple[np.ndarray, np.ndarray]) -> float:
+        from prediction_service.models.mnist import cnn
+
+        return cnn.accuracy(self.model, *holdout)
+
+    def save(self, folder: Path) -> None:
+        from prediction_service.models.mnist import cnn
+
+        cnn.save(self.model, folder)
+
+
+class MnistRetraining:
+    """Fine-tuning the serving CNN on uploaded images, scored on the hold-out set of the first training."""
+
+    data = "a zip of labelled images (PNGs and a labels file, or a folder per digit)"
+    gate_metric = "holdout_accuracy"
+
+    def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
+        return load_holdout(store)
+
+    def score(self, version: StoredVersion, holdout: tuple[np.ndarray, np.ndarray]) -> float:
+        from prediction_service.models.mnist import cnn
+
+        return cnn.accuracy(cnn.load_model(version.path), *holdout)
+
+    def fine_tune(
+        self,
+        parent: StoredVersion,
+        data: tuple[np.ndarray, np.ndarray],
+        params: dict[str, Any],
+        on_epoch: ProgressCallback,
+    ) -> MnistCandidate:
+        from prediction_service.models.mnist import cnn  # TensorFlow: in the training job only
+
+        model = cnn.load_model(parent.path)
+        images, labels = data
+        history = cnn.fit(
+            model,
+            images,
+            labels,
+            epochs=params["epochs"],
+            batch_size=params["batch_size"],
+            validation_split=params["validation_split"],
+            learning_rate=params.get("learning_rate", 0.001),
+            on_epoch=on_epoch,
+        )
+        return MnistCandidate(model, history)
+
+
+@dataclass(frozen=True)
+class MnistVersion:
+    """A version of the mnist model, loaded in the model's own process (serving.model_host)."""
+
+    version: int
+    onnx_path: Path
+
+
+class MnistModel:
+    name = MNIST
+    description = "the handwritten digit in an image (CNN), retrained from uploaded, labelled images"
+    retraining = MnistRetraining()
+
+    def __init__(self, context: ModelContext) -> None:
+        self.settings = context.settings
+        # Where a version is loaded before the registry swaps to it (None: nothing serves here, e.g. the CLI).
+        self.model_process = context.model_process
+
+    def train_first_version(self, store: ModelStore) -> StoredVersion:
+        from prediction_service.models.mnist import cnn  # TensorFlow: only once there is something to train
+
+        data = load_mnist(self.settings.mnist_data, self.settings.mnist_train_size)
+        # The same preprocessing as every uploaded image, so training matches serving.
+        images = normalize_all(data.x_train)
+        holdout = save_holdout(store, normalize_all(data.x_test), data.y_test)
+        model = cnn.build_cnn()
+        log.info("training %s on %d images for %d epochs", self.name, len(images), self.settings.mnist_epochs)
+        history = cnn.fit(model, images, data.y_train, epochs=self.settings.mnist_epochs, seed=0)
+        holdout_accuracy = cnn.accuracy(model, *holdout)
+        log.info("trained %s: hold-out accuracy %.4f", self.name, holdout_accuracy)
+        manifest = {
+            "source": "initial training",
+            "training_data": data.describe(),
+            "parameters": {"epochs": self.settings.mnist_epochs, "batch_size": 128, "validation_split": 0.1},
+            "metrics": {"holdout_accuracy": round(holdout_accuracy, 4), **final_epoch(history)},
+            "history": history,
+            "libraries": library_versions(),
+        }
+        return store.add_version(self.name, lambda folder: cnn.save(model, folder), manifest)
+
+    def load(self, stored: StoredVersion) -> MnistVersion:
+        loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)
+        if self.model_process is not None:
+            try:
+                self.model_process.call_from_thread(LoadModel(loaded.version, loaded.onnx_path))
+            except ModelProcessFailed as error:  # e.g. an unreadable model file: this version cannot serve
+                raise CorruptVersion(f"mnist version {loaded.version} cannot be loaded: {error}") from error
+        return loaded
+
+
+def normalize_all(images: np.ndarray) -> np.ndarray:
+    out = np.empty((len(images), 28, 28), dtype=np.uint8)
+    for index, image in enumerate(images):
+        out[index] = normalize_digit(image)
+    return out
+
+
+def save_holdout(store: ModelStore, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the hold-out set beside the versions; every later model is scored on it."""
+    path = store.shared_file(MNIST, HOLDOUT)
+    if path.exists():
+        return load_holdout(store)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=images, y=np.asarray(labels, dtype=np.uint8))
+    write_atomic(path, buffer.getvalue())
+    return images, labels
+
+
+def load_holdout(store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(store.shared_file(MNIST, HOLDOUT), allow_pickle=False) as data:
+        return data["x"], data["y"]

@@ -1,0 +1,28 @@
+"""The penguins model as the service sees it: first training and loading (see models.interface)."""
+
+import logging
+
+from prediction_service.core.provenance import library_versions
+from prediction_service.models.interface import ModelContext
+from prediction_service.models.penguins.knn import PenguinClassifier, train
+from prediction_service.storage.versions import ModelStore, StoredVersion
+
+log = logging.getLogger(__name__)
+
+
+class PenguinsModel:
+    name = "penguins"
+    description = "a penguin's species from its bill and flipper length (KNN)"
+    retraining = None
+
+    def __init__(self, context: ModelContext) -> None:
+        self.csv_path = context.settings.penguins_csv
+
+    def train_first_version(self, store: ModelStore) -> StoredVersion:
+        trained = train(self.csv_path)
+        log.info("trained %s: test accuracy %.4f", self.name, trained.test_accuracy)
+        manifest = {"source": "initial training", **trained.manifest(self.csv_path), "libraries": library_versions()}
+        return store.add_version(self.name, trained.save, manifest)
+
+    def load(self, stored: StoredVersion) -> PenguinClassifier:
+        return PenguinClassifier.load(stored.path)

@@ -1,0 +1,70 @@
+"""The messages between the server and the model's process (serving.model_host), and how they travel.
+
+Each is a frame on the process's stdin or stdout: its length, then the pickled message (both
+ends are this service). A request is LoadModel or Predict; the answer is a Reply. Errors
+cross as the domain exception they are: an image the model cannot read comes back as its
+ServiceError (its status and message intact), a failure of the process as ModelProcessFailed.
+"""
+
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from prediction_service.core.errors import ServiceError
+
+FRAME_HEADER = struct.Struct(">I")
+
+
+class ModelProcessFailed(RuntimeError):
+    """The model's process could not do what it was asked (it lives on)."""
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    version: int
+    onnx_path: Path
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    name: str  # how errors name the file
+    data: bytes | None = None
+    image: np.ndarray | None = None  # decoded already (big files are decoded in the server, in a thread)
+
+
+@dataclass(frozen=True)
+class Predict:
+    version: int
+    onnx_path: Path
+    uploads: list[ImageUpload]
+
+
+# Per upload: the probability of each class, or why that one file could not be read.
+Outcome = list[float] | ServiceError
+
+
+@dataclass(frozen=True)
+class Reply:
+    outcomes: list[Outcome] | None = None
+    failure: ModelProcessFailed | None = None
+
+
+def encode_frame(message: LoadModel | Predict | Reply) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> Any:
+    return pickle.loads(payload)  # noqa: S301 - written by our own parent or child process
+
+
+def read_frame(stream: BinaryIO) -> Any | None:
+    header = stream.read(FRAME_HEADER.size)
+    if len(header) < FRAME_HEADER.size:
+        return None
+    (length,) = FRAME_HEADER.unpack(header)
+    return decode_payload(stream.read(length))
