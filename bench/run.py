@@ -18,8 +18,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +25,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +33,10 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import Server, start_server  # noqa: E402
+
 BENCH = ROOT / "bench"
 SHARED = ROOT.parent / "shared"
 BASELINE = SHARED / "baseline"
@@ -46,37 +47,18 @@ PREDICT_PATH = "/predict/?bill_length_mm=40.3&flipper_length_mm=195"
 P99_RUNS = 3  # wrk runs whose median p99 is reported, idle and during a retraining job
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def peak_rss_mb(server: Server) -> float:
+    """Peak RSS of the server and the helper processes it keeps (the project's model and decoding
+    processes), summed: what serving costs, all processes counted."""
+    pid = server.process.pid
+    helpers = [child for child in descendants(pid) if not _is_training_job(child)]
+    return sum(_status_kb(each, "VmHWM") for each in [pid, *helpers]) / 1024
 
 
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen
-    url: str
-    started: float
-
-    def peak_rss_mb(self) -> float:
-        """Peak RSS of the server and the helper processes it keeps (the project's digit-model and
-        decode processes), summed: what serving costs, all processes counted."""
-        helpers = [pid for pid in descendants(self.process.pid) if not _is_training_job(pid)]
-        return sum(_status_kb(pid, "VmHWM") for pid in [self.process.pid, *helpers]) / 1024
-
-    def rss_now_mb(self) -> float:
-        """RSS of the server and every process under it right now (a training job's included)."""
-        return sum(_status_kb(pid, "VmRSS") for pid in [self.process.pid, *descendants(self.process.pid)]) / 1024
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def rss_now_mb(server: Server) -> float:
+    """RSS of the server and every process under it right now (a training job's included)."""
+    pid = server.process.pid
+    return sum(_status_kb(each, "VmRSS") for each in [pid, *descendants(pid)]) / 1024
 
 
 def descendants(pid: int) -> list[int]:
@@ -112,25 +94,8 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def start(name: str, app: str, cwd: Path, env: dict[str, str], log_dir: Path) -> Server:
-    port = free_port()
-    log = (log_dir / f"{name}.log").open("wb")
-    # The same way for all three: one worker, uvicorn's defaults (uvloop and httptools when installed).
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    return Server(name, process, f"http://127.0.0.1:{port}", time.monotonic())
-
-
-def wait_ready(server: Server, path: str, timeout: float) -> float:
-    while time.monotonic() - server.started < timeout:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}")
-        try:
-            if httpx.get(server.url + path, timeout=5).status_code == 200:
-                return time.monotonic() - server.started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{server.name} not ready in {timeout} s")
+    # The same way for all three: one uvicorn worker, its defaults (uvloop and httptools when installed).
+    return start_server(env, log_dir / f"{name}.log", app=app, cwd=cwd, name=name)
 
 
 def wrk(url: str, connections: int, duration: int, script: Path | None = None) -> dict[str, float]:
@@ -186,7 +151,7 @@ class RssSampler:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak_mb = max(self.peak_mb, self.server.rss_now_mb())
+            self.peak_mb = max(self.peak_mb, rss_now_mb(self.server))
 
 
 def upload_zip(count: int) -> bytes:
@@ -281,13 +246,13 @@ def main() -> int:
             logs,
         )
         servers.append(baseline)
-        results["ready_s"] = {"baseline": wait_ready(baseline, "/", 1800)}
+        results["ready_s"] = {"baseline": baseline.wait_until_ready(1800, "/", poll=0.05)}
         project = start("project", "main:app", ROOT, project_env, logs)
         servers.append(project)
-        results["ready_s"]["project"] = wait_ready(project, "/health/ready", 120)
+        results["ready_s"]["project"] = project.wait_until_ready(120, poll=0.05)
         floor = start("floor", "floor:app", BENCH, {}, logs)
         servers.append(floor)
-        wait_ready(floor, "/predict?bill_length_mm=40.3&flipper_length_mm=195", 60)
+        floor.wait_until_ready(60, "/predict?bill_length_mm=40.3&flipper_length_mm=195", poll=0.05)
         print(f"ready: project {results['ready_s']['project']:.1f} s, baseline {results['ready_s']['baseline']:.1f} s")
 
         # Interleaved rounds, medians reported: this machine's speed drifts by +-10% within a minute,
@@ -329,7 +294,7 @@ def main() -> int:
         results["training_predict_p99"] = median_run(busy_runs)
         results["training_predict_runs"] = {"count": len(busy_runs)}
         results["upload_s"]["baseline"] = time_upload(baseline.url + "/upload-images/", zip_data, {})
-        results["peak_rss_mb"] = {"project": project.peak_rss_mb(), "baseline": baseline.peak_rss_mb()}
+        results["peak_rss_mb"] = {"project": peak_rss_mb(project), "baseline": peak_rss_mb(baseline)}
         results["peak_rss_mb"]["project_training"] = training_rss.peak_mb
     finally:
         for server in servers:

@@ -19,11 +19,7 @@ Uses the bundled data/mnist-sample.npz. Prints the count of kills survived; exit
 import argparse
 import contextlib
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +29,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from servers import Server, start_server  # noqa: E402
 
 from prediction_service.storage.versions import ModelStore  # noqa: E402
 
@@ -48,40 +46,13 @@ class Violation(Exception):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    handle = log.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise Violation(f"the server exited with {process.returncode} while starting (see {log})")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise Violation("the service did not become ready within 120 s after a restart")
-
-
-def kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
+def start(env: dict[str, str], log: Path) -> Server:
+    server = start_server(env, log)
+    try:
+        server.wait_until_ready(120, poll=0.1)
+    except (RuntimeError, TimeoutError) as error:
+        raise Violation(f"the service did not become ready after a restart: {error}") from error
+    return server
 
 
 def check_state(url: str, model_dir: Path, accepted: set[str], last_serving: int) -> int:
@@ -167,7 +138,8 @@ def main() -> int:
     survived = dict.fromkeys(PHASES, 0)
     try:
         for round_number in range(1, args.kills + 1):
-            process, url = start_server(env, log)
+            server = start(env, log)
+            url = server.url
             last_serving = check_state(url, model_dir, accepted, last_serving)
             if rng.random() < 0.3:  # sometimes run interrupted jobs again, as an operator would
                 for job in httpx.get(f"{url}/jobs?limit=1000").json()["jobs"]:
@@ -180,22 +152,22 @@ def main() -> int:
                 sender = threading.Thread(target=_upload_quietly, args=(url, accepted))
                 sender.start()
                 time.sleep(rng.uniform(0.0, 0.15))
-                kill(process)
+                server.kill()
                 sender.join(30)
             else:
                 job_id = _upload(url)
                 accepted.add(job_id)
                 reached = wait_for_phase(url, job_id, phase)
                 time.sleep(rng.uniform(0.0, 0.4) if phase == "training" else rng.uniform(0.0, 0.05))
-                kill(process)
+                server.kill()
                 if not reached:
                     phase = "after the job"  # it ended before the chosen moment: still a kill to survive
                     survived.setdefault(phase, 0)
             survived[phase] += 1
             print(f"round {round_number}: killed during {phase}; serving version {last_serving}", flush=True)
-        process, url = start_server(env, log)
-        check_state(url, model_dir, accepted, last_serving)
-        kill(process)
+        server = start(env, log)
+        check_state(server.url, model_dir, accepted, last_serving)
+        server.kill()
     except Violation as violation:
         print(f"VIOLATION after {sum(survived.values())} kills: {violation}\nserver log: {log}")
         return 1

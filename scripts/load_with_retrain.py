@@ -17,8 +17,6 @@ import asyncio
 import bisect
 import itertools
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,16 +28,14 @@ from typing import NamedTuple
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import start_server  # noqa: E402
+
 MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
 TOKEN = "load-test-token"
 SWITCH_LIMIT = 2.0
 RAMP_UP_SECONDS = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Answer(NamedTuple):
@@ -197,34 +193,17 @@ def main() -> int:
     subprocess.run(
         [sys.executable, "-m", "prediction_service", "train"], cwd=ROOT, env=env, check=True, capture_output=True
     )
-    port = free_port()
-    log = (work / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(args.workers)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(env, work / "server.log", workers=args.workers, command="fastapi")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                print(f"the server did not start; see {work / 'server.log'}")
-                return 1
-            time.sleep(0.2)
+        try:
+            server.wait_until_ready(120)
+        except (RuntimeError, TimeoutError) as error:
+            print(f"the server did not start ({error})")
+            return 1
         time.sleep(2)  # every worker up, not just the first
-        result = asyncio.run(run(url, model_dir, args.duration, args.connections))
+        result = asyncio.run(run(server.url, model_dir, args.duration, args.connections))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(60)
+        server.stop(60)
     problems = analyse(result, args.duration)
     for problem in problems:
         print(f"FAILED: {problem}")

@@ -1,4 +1,7 @@
-"""Start the real service in its own process, as users do (`fastapi run` / `uvicorn`)."""
+"""Start a server in its own process, as users do (`uvicorn` / `fastapi run`), and wait until it answers.
+
+The one way to do it for the tests, scripts/ and bench/ (which put this folder on sys.path).
+"""
 
 import os
 import signal
@@ -21,58 +24,75 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} was not ready within {timeout} s")
-
-
 class Server:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen, url: str, log: Path, name: str) -> None:
         self.process = process
         self.url = url
         self.log = log
+        self.name = name
+        self.started = time.monotonic()
+
+    def wait_until_ready(self, timeout: float, path: str = "/health/ready", poll: float = 0.2) -> float:
+        """Seconds from the start until `path` answered 200; raises if the server exits or takes longer."""
+        while time.monotonic() - self.started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode} (see {self.log})")
+            try:
+                if httpx.get(self.url + path, timeout=5).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll)
+        raise TimeoutError(f"{self.name} was not ready within {timeout} s (see {self.log})")
 
     def kill(self) -> None:
-        """SIGKILL the whole server (all its workers), as a crash would."""
+        """SIGKILL the whole server (all its workers and child processes), as a crash would."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
+    def stop(self, timeout: float = 30) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def start_server(
+    env: dict[str, str],
+    log: Path,
+    workers: int = 1,
+    command: str = "uvicorn",
+    app: str = "main:app",
+    cwd: Path = ROOT,
+    name: str = "the server",
+) -> Server:
+    """The server, started in a session of its own (so that `kill` reaches its children); its output goes to `log`."""
+    port = free_port()
+    if command == "fastapi":
+        args = [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(workers)]
+    else:
+        args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        args += ["--workers", str(workers)]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(
+            args, cwd=cwd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log, name)
 
 
 @contextmanager
 def running_server(
     env: dict[str, str], log: Path, workers: int = 1, ready_timeout: float = 180, command: str = "uvicorn"
 ) -> Iterator[Server]:
-    port = free_port()
-    if command == "fastapi":
-        args = [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(workers)]
-    else:
-        args = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), "--workers", str(workers)]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            args, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+    server = start_server(env, log, workers, command)
     try:
-        wait_until_ready(server.url, process, ready_timeout)
+        server.wait_until_ready(ready_timeout)
         yield server
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        server.stop()

@@ -100,7 +100,7 @@ def read_labelled_zip(path: Path, limits: ArchiveLimits, decode_chunks: DecodeCh
     """The images (MNIST-style) and labels in the zip at `path`; every problem is a ServiceError.
 
     `decode_chunks` decodes the images, chunk by chunk: by default in this
-    process, or e.g. with a DecodePool, whose worker processes read the zip
+    process, or e.g. with a DecodePool, whose decoding processes read the zip
     themselves.
     """
     decode_chunks = decode_chunks or decode_in_this_process(limits.image)

@@ -1,7 +1,7 @@
 """Decode the images of an uploaded zip on several cores.
 
 Reading a PNG from a zip, decoding and normalising it is ~25 us of mostly
-Python work, so threads do not help (the GIL); a few worker processes do. They
+Python work, so threads do not help (the GIL); a few decoding processes do. They
 read the zip themselves, by path and the directory records the server sends
 (see zip_entries), so no image bytes travel between processes, and they are
 started by a forkserver that imports only the image code, once, at service
