@@ -1,7 +1,7 @@
 """A FastAPI service that serves a penguin-species KNN and a handwritten-digit CNN."""
 
 from prediction_service.core.offline import keep_libraries_offline
-from prediction_service.models.mnist.tf_runtime import quiet
+from prediction_service.core.tf_runtime import quiet
 
 keep_libraries_offline()  # before anything imports ONNX Runtime
 quiet()  # before anything imports TensorFlow

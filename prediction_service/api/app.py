@@ -28,7 +28,7 @@ API_TAGS = [
     {"name": "service", "description": "What the service is, health, metrics."},
     {"name": "penguins", "description": "Penguin species from bill and flipper length (KNN)."},
     {"name": "digits", "description": "The handwritten digit in an image (CNN)."},
-    {"name": "retraining", "description": "Retrain the digit model from labelled images; follow the jobs."},
+    {"name": "retraining", "description": "Retrain the mnist model from labelled images; follow the jobs."},
     {"name": "models", "description": "Model versions: list them, choose the one that serves."},
 ]
 

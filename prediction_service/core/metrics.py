@@ -31,9 +31,9 @@ JOB_DURATION = Histogram(
     buckets=(5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 BATCH_SIZE = Histogram(
-    "inference_batch_size", "Images per digit-model inference call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+    "inference_batch_size", "Images per mnist-model inference call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
-QUEUE_DEPTH = Gauge("inference_queue_depth", "Images waiting for the digit model.", multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge("inference_queue_depth", "Images waiting for the mnist model.", multiprocess_mode="livesum")
 
 
 def count_prediction(model: str, version: int, result: object) -> None:

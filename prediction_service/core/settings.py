@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     penguins_csv: Path = Field(PROJECT_ROOT / "penguins.csv", description="Training data of the penguin model.")
     mnist_data: Path | None = Field(None, description="Local MNIST .npz; unset: Keras downloads it.")
 
-    # First training of the digit model
+    # First training of the mnist model
     mnist_epochs: int = Field(15, ge=1)
     mnist_train_size: int | None = Field(None, ge=1)
 
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(64, ge=1, description="Images per inference call.")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="Wait for more images before an inference call.")
     batch_queue_size: int = Field(1024, ge=1, description="Images waiting; beyond it: 503.")
-    inference_threads: int = Field(1, ge=1, description="ONNX Runtime threads of the digit model's process.")
+    inference_threads: int = Field(1, ge=1, description="ONNX Runtime threads of the mnist model's process.")
     request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send its body.")
     header_timeout: float = Field(10.0, gt=0, description="Seconds a client may take to send its request headers.")
 

@@ -1,1 +1,1 @@
-"""Retraining the digit model from uploaded, labelled images: intake, queue, and the training job."""
+"""Retraining the mnist model from uploaded, labelled images: intake, queue, and the training job."""

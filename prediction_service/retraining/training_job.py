@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prediction_service.core import tf_runtime
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import Retraining, final_epoch
-from prediction_service.models.mnist import tf_runtime
 from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore

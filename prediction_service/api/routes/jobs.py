@@ -45,7 +45,7 @@ def job_info(job: Job) -> JobInfo:
 @router.post(
     "/upload-images",
     status_code=202,
-    summary="Retrain the digit model on a zip of labelled images",
+    summary="Retrain the mnist model on a zip of labelled images",
     description="Needs the admin token. Multipart field `file`: a zip with PNG images and one `.txt` of "
     "whitespace-separated labels 0-9 in the order of the sorted image names, or with the images in folders "
     "named `0`-`9`. The zip is checked completely, stored, and a job is queued: the answer is 202 with the "
