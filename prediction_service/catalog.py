@@ -15,6 +15,7 @@ from prediction_service.ml.digit_runtime import ONNX_ARTIFACT
 from prediction_service.ml.images import normalize_digit
 from prediction_service.ml.mnist_data import load_mnist
 from prediction_service.provenance import library_versions
+from prediction_service.retraining import replay
 from prediction_service.settings import Settings
 from prediction_service.store import ModelStore, StoredVersion
 
@@ -72,6 +73,7 @@ class DigitsKind:
         # The same preprocessing as every uploaded image, so training matches serving.
         images = normalize_all(data.x_train)
         holdout = save_holdout(store, normalize_all(data.x_test), data.y_test)
+        replay.save_initial(store, self.name, images, data.y_train)
         model = digits.build_cnn()
         log.info("training %s on %d images for %d epochs", self.name, len(images), self.settings.mnist_epochs)
         history = digits.fit(model, images, data.y_train, epochs=self.settings.mnist_epochs, seed=0)

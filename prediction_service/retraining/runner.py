@@ -86,6 +86,8 @@ class JobRunner:
                 "serving_version": gate.get("serving_version"),
                 "serving_accuracy": gate.get("serving_accuracy"),
                 "margin": gate.get("margin"),
+                "upload_images": version.manifest.get("training_data", {}).get("images"),
+                "replay_images": version.manifest.get("training_data", {}).get("replay_images"),
             }
             if version.version in published:
                 self.jobs.finish(job.id, SUCCEEDED, result=result)

@@ -3,9 +3,10 @@
     python -m prediction_service.retraining.worker MODEL_DIR JOB_ID [--threads N] [--niceness N]
 
 It fine-tunes a fresh copy of the serving CNN (never the object that serves)
-on the job's uploaded images, scores it on the fixed hold-out set, stores it
-as a new version, and makes it serve only if it passes the gate. Progress goes
-to the job record after every epoch.
+on the job's uploaded images plus a replay sample of what that version learned
+from (so it does not forget the classes the upload lacks), scores it on the
+fixed hold-out set, stores it as a new version, and makes it serve only if it
+passes the gate. Progress goes to the job record after every epoch.
 """
 
 import argparse
@@ -15,12 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prediction_service import logs
 from prediction_service.catalog import MNIST, final_epoch, load_holdout
 from prediction_service.child_process import die_with_parent
 from prediction_service.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore
 from prediction_service.ml import tf_runtime
 from prediction_service.provenance import library_versions
+from prediction_service.retraining import replay
 from prediction_service.retraining.uploads import UploadStore
 from prediction_service.store import ModelStore
 
@@ -46,19 +50,23 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
         raise RuntimeError("mnist has no serving version to fine-tune")
     parent = store.read_version(MNIST, pointer.version)
     model = digits.load_model(parent.path)
+    seed = int(job.id[:8], 16)  # reproducible per job, different between jobs
+    replayed = replay.sample(store, uploads, MNIST, parent.version, params.get("replay_size", 0), seed)
+    counts = {"upload_images": len(labels), "replay_images": len(replayed.labels)}
 
-    stage("training")
+    stage("training", **counts)
     history = digits.fit(
         model,
-        images,
-        labels,
+        np.concatenate([images, replayed.images]),
+        np.concatenate([labels, replayed.labels]),
         epochs=params["epochs"],
         batch_size=params["batch_size"],
         validation_split=params["validation_split"],
         learning_rate=params.get("learning_rate", 0.001),
-        on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **epoch}, epoch),
+        seed=seed,
+        on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **counts, **epoch}, epoch),
     )
-    stage("evaluating", epoch=params["epochs"])
+    stage("evaluating", epoch=params["epochs"], **counts)
     candidate_accuracy = digits.accuracy(model, *holdout)
 
     # Compare with what serves now (someone may have activated another version meanwhile).
@@ -78,7 +86,7 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
     }
     log.info("job %s gate: %s", job.id, gate)
 
-    stage("publishing", epoch=params["epochs"])
+    stage("publishing", epoch=params["epochs"], **counts)
     manifest = {
         "source": "retraining",
         "job_id": job.id,
@@ -87,10 +95,15 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
             "description": f"upload {job.upload['id']} ({job.upload.get('filename') or 'unnamed'}): "
             f"{len(labels)} images, {job.upload.get('layout')}",
             "sha256": job.upload.get("sha256"),
+            "upload_id": job.upload["id"],
             "images": len(labels),
+            "replay_images": len(replayed.labels),
+            "replay_pool": {"images": replayed.pool_size, "sources": replayed.sources},
         },
         "parameters": {
-            key: params[key] for key in ("epochs", "batch_size", "validation_split", "learning_rate") if key in params
+            key: params[key]
+            for key in ("epochs", "batch_size", "validation_split", "learning_rate", "replay_size")
+            if key in params
         },
         "metrics": {"holdout_accuracy": round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,
@@ -107,6 +120,7 @@ def retrain(store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job) -
         "serving_version": serving.version,
         "serving_accuracy": gate["serving_accuracy"],
         "margin": margin,
+        **counts,
     }
     return (SUCCEEDED if passed else REJECTED), result
 
