@@ -4,9 +4,10 @@
 
 Trains one base store (the bundled MNIST sample, like a small deployment), then for each upload
 (1,000 shuffled images: samples/retrain_img.zip; 800 images in folders per class, in class order;
-300 images of one digit; and 1,000 mislabelled ones, which the gate must refuse) and each replay size (RETRAIN_REPLAY_SIZE and 0) starts the service on a
-fresh copy of that store, uploads, and times the job from the upload's answer to its verdict. Every
-job uses the default retraining settings (RETRAIN_EPOCHS 15, learning rate 0.0003, gate margin 0.01).
+300 images of one digit; 1,000 mislabelled images, which the gate must refuse) and each replay size
+(RETRAIN_REPLAY_SIZE and 0) starts the service on a fresh copy of that store, uploads, and times the
+job from the upload's answer to its verdict. Every job uses the default retraining settings
+(RETRAIN_EPOCHS 15, learning rate 0.0003, gate margin 0.01).
 Prints a table; writes bench/results/retraining-latest.md.
 """
 
