@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prediction_service.errors import NotFound
 from prediction_service.fsutil import write_atomic
 from prediction_service.retraining.uploads import UploadStore
 from prediction_service.store import ModelStore
@@ -75,7 +76,11 @@ def sample(store: ModelStore, uploads: UploadStore, model: str, version: int, si
     else:
         log.warning("no %s beside the %s versions: replaying uploads only", INITIAL_FILE, model)
     for upload_id in lineage_uploads(store, model, version):
-        images, labels = uploads.load(upload_id)
+        try:
+            images, labels = uploads.load(upload_id)
+        except NotFound as error:  # removed by hand: replay the rest rather than fail the job
+            log.warning("replay pool: %s", error.detail)
+            continue
         parts.append((upload_id, images, labels))
     pool_size = sum(len(labels) for _, _, labels in parts)
     if size <= 0 or pool_size == 0:
