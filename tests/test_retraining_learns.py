@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import AUTH, make_settings, png_bytes, wait_for_job
 from fastapi.testclient import TestClient
 
@@ -61,16 +62,19 @@ def test_the_validation_share_is_shuffled_and_holds_every_class() -> None:
     assert (len(train), len(validation)) == (5, 2)
 
 
+@pytest.mark.parametrize("replay_size", [2000, 0])
 def test_a_class_ordered_upload_in_folders_is_published(
-    client: TestClient, model_dir: Path, mnist_arrays: dict[str, np.ndarray]
+    model_dir: Path, mnist_arrays: dict[str, np.ndarray], replay_size: int
 ) -> None:
+    """With replay off too: the order alone must not decide (unshuffled, the validation rows were all 8s and 9s)."""
     images, labels = mnist_arrays["x_train"][:800], mnist_arrays["y_train"][:800]
-    job = upload(client, folders_zip(images, labels))
+    with TestClient(create_app(make_settings(model_dir, retrain_replay_size=replay_size))) as client:
+        job = upload(client, folders_zip(images, labels))
+        assert client.get("/models").json()["models"][1]["serving_version"] == 2
     assert job["upload"]["layout"] == "folder per class"
     assert job["status"] == "succeeded", job
     assert job["result"]["published"] is True
-    assert (job["result"]["upload_images"], job["result"]["replay_images"]) == (800, 2000)
-    assert client.get("/models").json()["models"][1]["serving_version"] == 2
+    assert (job["result"]["upload_images"], job["result"]["replay_images"]) == (800, replay_size)
     assert holdout_accuracy_of(model_dir, 2) >= holdout_accuracy_of(model_dir, 1) - MARGIN
 
 
