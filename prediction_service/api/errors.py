@@ -71,6 +71,12 @@ async def validation_error_handler(request: Request, error: Exception) -> JSONRe
         field = location[-1] if location else "request"
         where = " -> ".join(location[1:]) or field
         message = f"{where}: {item.get('msg', 'invalid')}"
+        if "Expected UploadFile" in message:  # a part without a file name arrives as a plain form field
+            part = location[1] if len(location) > 1 else field
+            message = (
+                f"{where}: this part is a plain form field, not a file: send it with a file name "
+                f'(Content-Disposition: form-data; name="{part}"; filename="...")'
+            )
         accepted = descriptions.get(field) if len(location) == 2 else None
         if accepted:
             message += f". Accepted: {accepted}"

@@ -107,11 +107,15 @@ class JobInfo(BaseModel):
     upload: UploadSummary
     parameters: dict[str, Any]
     progress: dict[str, Any] | None = Field(
-        None, description="While running: stage, epoch, epochs, loss, accuracy, eta_seconds."
+        None,
+        description="While running: stage, epoch, epochs, loss, accuracy, eta_seconds, and once loaded "
+        "upload_images and replay_images (the earlier images mixed in against forgetting).",
     )
     history: list[dict[str, Any]] = Field(default_factory=list, description="Metrics of every finished epoch.")
     result: dict[str, Any] | None = Field(
-        None, description="At the end: the new version, its hold-out accuracy and the serving version's."
+        None,
+        description="At the end: the new version, its hold-out accuracy and the serving version's, and how many "
+        "upload_images and replay_images it trained on.",
     )
     error: str | None = None
 

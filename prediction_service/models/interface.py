@@ -72,9 +72,9 @@ def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 class Retraining(Protocol):
-    """What retraining a model needs: the data it takes, its hold-out, its gate."""
+    """What retraining a model needs: its hold-out, its gate, how to fine-tune a copy on the data it takes
+    (labelled arrays: an accepted upload, storage.uploads, plus a replay sample of earlier data)."""
 
-    data: str  # what an upload holds, in words
     gate_metric: str  # the hold-out metric a candidate must not lose (more than the margin) against the serving one
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
@@ -90,9 +90,10 @@ class Retraining(Protocol):
         parent: StoredVersion,
         data: tuple[np.ndarray, np.ndarray],
         params: dict[str, Any],
+        seed: int,
         on_epoch: ProgressCallback,
     ) -> Candidate:
-        """A copy of `parent` trained further on `data` (never the object that serves)."""
+        """A copy of `parent` trained further on `data`, shuffled with `seed` (never the object that serves)."""
         ...
 
 

@@ -20,6 +20,7 @@ def training_params(settings: Settings) -> dict[str, Any]:
         "batch_size": settings.retrain_batch_size,
         "validation_split": settings.retrain_validation_split,
         "learning_rate": settings.retrain_learning_rate,
+        "replay_size": settings.retrain_replay_size,
         "gate_margin": settings.retrain_gate_margin,
     }
 

@@ -3,10 +3,11 @@
     python -m prediction_service.retraining.training_job MODEL_DIR JOB_ID [--threads N] [--niceness N]
 
 It fine-tunes a fresh copy of the serving version (never the object that serves)
-on the job's uploaded data, scores it on the model's fixed hold-out set, stores it
-as a new version, and makes it serve only if it passes the gate. What the model
-needs for this is its `retraining` (models.interface). Progress goes to the job
-record after every epoch.
+on the job's uploaded data plus a replay sample of what that version learned
+from (so it does not forget the classes the upload lacks), scores it on the
+model's fixed hold-out set, stores it as a new version, and makes it serve only
+if it passes the gate. What the model needs for this is its `retraining`
+(models.interface). Progress goes to the job record after every epoch.
 """
 
 import argparse
@@ -16,11 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prediction_service.core import tf_runtime
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import Retraining, final_epoch
+from prediction_service.retraining import replay
 from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
@@ -44,16 +48,20 @@ def retrain(
     if pointer is None:
         raise RuntimeError(f"{job.model} has no serving version to fine-tune")
     parent = store.read_version(job.model, pointer.version)
+    seed = int(job.id[:8], 16)  # reproducible per job, different between jobs
+    replayed = replay.sample(store, uploads, job.model, parent.version, params.get("replay_size", 0), seed)
+    counts = {"upload_images": len(labels), "replay_images": len(replayed.labels)}
 
-    stage("training")
+    stage("training", **counts)
     candidate = retraining.fine_tune(
         parent,
-        (images, labels),
+        (np.concatenate([images, replayed.images]), np.concatenate([labels, replayed.labels])),
         params,
-        on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **epoch}, epoch),
+        seed,
+        on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **counts, **epoch}, epoch),
     )
     history = candidate.history
-    stage("evaluating", epoch=params["epochs"])
+    stage("evaluating", epoch=params["epochs"], **counts)
     candidate_accuracy = candidate.score(holdout)
 
     # Compare with what serves now (someone may have activated another version meanwhile).
@@ -73,7 +81,7 @@ def retrain(
     }
     log.info("job %s gate: %s", job.id, gate)
 
-    stage("publishing", epoch=params["epochs"])
+    stage("publishing", epoch=params["epochs"], **counts)
     manifest = {
         "source": "retraining",
         "job_id": job.id,
@@ -82,10 +90,15 @@ def retrain(
             "description": f"upload {job.upload['id']} ({job.upload.get('filename') or 'unnamed'}): "
             f"{len(labels)} images, {job.upload.get('layout')}",
             "sha256": job.upload.get("sha256"),
+            "upload_id": job.upload["id"],
             "images": len(labels),
+            "replay_images": len(replayed.labels),
+            "replay_pool": {"images": replayed.pool_size, "sources": replayed.sources},
         },
         "parameters": {
-            key: params[key] for key in ("epochs", "batch_size", "validation_split", "learning_rate") if key in params
+            key: params[key]
+            for key in ("epochs", "batch_size", "validation_split", "learning_rate", "replay_size")
+            if key in params
         },
         "metrics": {retraining.gate_metric: round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,

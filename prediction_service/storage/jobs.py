@@ -89,6 +89,7 @@ def new_job_id() -> str:
 def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
     """A finished job's result: the version it stored and the gate's verdict (from the version's manifest)."""
     gate = version.manifest.get("gate") or {}
+    training_data = version.manifest.get("training_data", {})
     return {
         "version": version.version,
         "published": published,
@@ -96,6 +97,8 @@ def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
         "serving_version": gate.get("serving_version"),
         "serving_accuracy": gate.get("serving_accuracy"),
         "margin": gate.get("margin"),
+        "upload_images": training_data.get("images"),
+        "replay_images": training_data.get("replay_images"),
     }
 
 

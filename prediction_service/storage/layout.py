@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 POINTER = "serving.json"
 DATASET = "dataset.npz"
 HOLDOUT = "holdout.npz"
+REPLAY_INITIAL = "replay-initial.npz"
 STAGING_PREFIX = ".tmp-"
 INCOMING_PREFIX = ".incoming-"
 

@@ -1,6 +1,7 @@
 """Batch endpoints: many rows or files per request, answered in order, each with its own error."""
 
 import numpy as np
+import pytest
 from conftest import SAMPLES, make_settings, png_bytes
 from fastapi.testclient import TestClient
 
@@ -66,19 +67,24 @@ def test_a_batch_of_only_bad_rows_is_answered_row_by_row(client: TestClient) -> 
     assert all(answer["error"] for answer in answers)
 
 
-def test_image_parts_sent_without_a_file_name_are_read_too(client: TestClient, mnist_arrays: dict) -> None:
+@pytest.mark.parametrize(
+    ("path", "field", "location"),
+    [("/predict-images", "files", ["body", "files", 0]), ("/predict-image", "file", ["body", "file"])],
+)
+def test_an_image_part_without_a_file_name_is_refused_naming_the_field(
+    client: TestClient, mnist_arrays: dict, path: str, field: str, location: list
+) -> None:
+    """A part without a file name is a plain form field (a text value), not an uploaded file."""
     image = png_bytes(mnist_arrays["x_test"][0])
     boundary = "xyz"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"\r\nContent-Type: image/png\r\n\r\n'.encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\nContent-Type: image/png\r\n\r\n'.encode()
         + image
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    response = client.post(
-        "/predict-images", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    assert response.status_code == 200
-    [answer] = response.json()
-    assert answer["status"] == 200
-    assert answer["filename"] is None
-    assert answer["result"] in "0123456789"
+    response = client.post(path, content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == location
+    assert "plain form field, not a file" in error["msg"]
+    assert f'name="{field}"; filename=' in error["msg"]

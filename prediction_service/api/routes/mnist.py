@@ -52,13 +52,6 @@ async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> 
     return await mnist.predict(data, repr(filename) if filename else "the file")
 
 
-async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
-    """A multipart part's file name and bytes; a part sent without a file name arrives as text."""
-    if isinstance(part, str):
-        return None, part.encode("latin-1" if max(part, default="\0") <= "\xff" else "utf-8")
-    return part.filename, await part.read()
-
-
 @router.post(
     "/predict-images",
     summary="Predict the digits in several images",
@@ -68,12 +61,12 @@ async def _part(part: UploadFile | str) -> tuple[str | None, bytes]:
     openapi_extra=part_media_types("files", IMAGE_TYPES),
 )
 async def predict_images(
-    files: Annotated[list[UploadFile | str], File(min_length=1)], mnist: MnistDep, settings: SettingsDep
+    files: Annotated[list[UploadFile], File(min_length=1)], mnist: MnistDep, settings: SettingsDep
 ) -> list[DigitBatchItem]:
     mnist.check_available()
     if len(files) > settings.max_batch_items:
         raise InvalidInput(f"{len(files)} files in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
-    parts = [await _part(file) for file in files]
+    parts = [(file.filename, await file.read()) for file in files]
     outcomes = await asyncio.gather(*(_predict(mnist, name, data) for name, data in parts), return_exceptions=True)
     answers = []
     for (name, _), outcome in zip(parts, outcomes, strict=True):

@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT, as_model_input
 
@@ -46,26 +47,47 @@ def fit(
     batch_size: int = 128,
     validation_split: float = 0.1,
     on_epoch: ProgressCallback | None = None,
-    seed: int | None = None,
+    seed: int = 0,
     learning_rate: float = 0.001,
 ) -> list[dict[str, float]]:
-    """Train `model` in place (Adam, categorical cross-entropy) and return per-epoch metrics."""
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    """Train `model` in place (Adam, categorical cross-entropy) and return per-epoch metrics.
+
+    The order of `images` does not matter: they are shuffled with `seed`, and the validation share is
+    held out per class (Keras's own `validation_split` takes the last rows, all 9s in a class-ordered upload).
+    """
+    keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     model.compile(loss="categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
     logger = EpochLogger(epochs, on_epoch)
-    split = validation_split if len(images) * validation_split >= 1 else 0.0
+    train, validation = shuffled_split(np.asarray(labels), validation_split, seed)
+    targets = keras.utils.to_categorical(labels, CLASSES)
     model.fit(
-        as_model_input(images),
-        keras.utils.to_categorical(labels, CLASSES),
+        as_model_input(images[train]),
+        targets[train],
         batch_size=batch_size,
         epochs=epochs,
-        validation_split=split,
+        validation_data=(as_model_input(images[validation]), targets[validation]) if len(validation) else None,
+        shuffle=True,
         verbose=0,
         callbacks=[logger],
     )
     return logger.history
+
+
+def shuffled_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled indices of the training rows and of a validation share stratified by label.
+
+    A label with a single example cannot be in both parts: it stays in training and the split is plain.
+    """
+    indices = np.random.default_rng(seed).permutation(len(labels))
+    held_out = round(len(labels) * share)
+    if held_out < 1 or held_out >= len(labels):
+        return indices, indices[:0]
+    _, counts = np.unique(labels, return_counts=True)
+    can_stratify = counts.min() >= 2 and min(held_out, len(labels) - held_out) >= len(counts)
+    stratify = labels[indices] if can_stratify else None
+    train, validation = train_test_split(indices, test_size=held_out, random_state=seed, stratify=stratify)
+    return np.asarray(train), np.asarray(validation)
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from prediction_service.models.interface import ModelContext, ProgressCallback, 
 from prediction_service.models.mnist.dataset import load_mnist
 from prediction_service.models.mnist.images import normalize_digit
 from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT
+from prediction_service.retraining import replay
 from prediction_service.serving.messages import LoadModel, ModelProcessFailed
 from prediction_service.storage.layout import HOLDOUT
 from prediction_service.storage.versions import CorruptVersion, ModelStore, StoredVersion
@@ -51,7 +52,6 @@ class MnistCandidate:
 class MnistRetraining:
     """Fine-tuning the serving CNN on uploaded images, scored on the hold-out set of the first training."""
 
-    data = "a zip of labelled images (PNGs and a labels file, or a folder per digit)"
     gate_metric = "holdout_accuracy"
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +67,7 @@ class MnistRetraining:
         parent: StoredVersion,
         data: tuple[np.ndarray, np.ndarray],
         params: dict[str, Any],
+        seed: int,
         on_epoch: ProgressCallback,
     ) -> MnistCandidate:
         from prediction_service.models.mnist import cnn  # TensorFlow: in the training job only
@@ -81,6 +82,7 @@ class MnistRetraining:
             batch_size=params["batch_size"],
             validation_split=params["validation_split"],
             learning_rate=params.get("learning_rate", 0.001),
+            seed=seed,
             on_epoch=on_epoch,
         )
         return MnistCandidate(model, history)
@@ -111,6 +113,7 @@ class MnistModel:
         # The same preprocessing as every uploaded image, so training matches serving.
         images = normalize_all(data.x_train)
         holdout = save_holdout(store, normalize_all(data.x_test), data.y_test)
+        replay.save_initial(store, self.name, images, data.y_train)
         model = cnn.build_cnn()
         log.info("training %s on %d images for %d epochs", self.name, len(images), self.settings.mnist_epochs)
         history = cnn.fit(model, images, data.y_train, epochs=self.settings.mnist_epochs, seed=0)

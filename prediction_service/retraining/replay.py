@@ -1,0 +1,100 @@
+"""The replay pool: the labelled images a version of the mnist model learned from.
+
+Fine-tuning on an upload alone makes the CNN forget the classes the upload lacks, so
+every retraining job mixes in a sample of what the serving version learned from.
+That data is derived from the store, never kept as a separate list that a crash
+could leave out of step:
+
+- the first version learned from its training set, of which a bounded sample is
+  kept beside the versions (`MODEL_DIR/mnist/replay-initial.npz`);
+- a retrained version learned from its parent's data plus its job's upload
+  (`MODEL_DIR/uploads/<id>/`), named in its manifest.
+
+So the pool follows the serving version through rollbacks, survives restarts, and is
+the same for every process that shares the store.
+"""
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from prediction_service.core.errors import NotFound
+from prediction_service.core.files import write_atomic
+from prediction_service.storage.layout import REPLAY_INITIAL
+from prediction_service.storage.uploads import UploadStore
+from prediction_service.storage.versions import ModelStore
+
+log = logging.getLogger(__name__)
+
+# Enough of the first training set to replay every class many times over, small on disk (~8 MB).
+INITIAL_MAX_IMAGES = 10_000
+INITIAL = "initial"
+
+
+@dataclass(frozen=True)
+class ReplaySample:
+    images: np.ndarray
+    labels: np.ndarray
+    # Where the pool comes from: "initial" and the upload ids, oldest first.
+    sources: list[str]
+    pool_size: int
+
+
+def save_initial(store: ModelStore, model: str, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> int:
+    """Keep a bounded, shuffled sample of the first training set; returns how many images it holds."""
+    keep = np.random.default_rng(seed).permutation(len(labels))[:INITIAL_MAX_IMAGES]
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images[keep], labels=np.asarray(labels, dtype=np.uint8)[keep])
+    write_atomic(store.shared_file(model, REPLAY_INITIAL), buffer.getvalue())
+    return len(keep)
+
+
+def lineage_uploads(store: ModelStore, model: str, version: int) -> list[str]:
+    """The uploads `version` learned from, oldest first (walking its manifests back to the first version)."""
+    uploads: list[str] = []
+    seen: set[int] = set()
+    current: int | None = version
+    while current is not None and current not in seen:
+        seen.add(current)
+        manifest = store.read_version(model, current, verify=False).manifest
+        upload_id = manifest.get("training_data", {}).get("upload_id")
+        if upload_id:
+            uploads.append(upload_id)
+        current = manifest.get("parent_version")
+    return uploads[::-1]
+
+
+def sample(store: ModelStore, uploads: UploadStore, model: str, version: int, size: int, seed: int) -> ReplaySample:
+    """Up to `size` images drawn uniformly from everything `version` learned from."""
+    parts: list[tuple[str, np.ndarray, np.ndarray]] = []
+    initial = store.shared_file(model, REPLAY_INITIAL)
+    if initial.is_file():
+        with np.load(initial, allow_pickle=False) as data:
+            parts.append((INITIAL, data["images"], data["labels"]))
+    else:
+        log.warning("no %s beside the %s versions: replaying uploads only", REPLAY_INITIAL, model)
+    for upload_id in lineage_uploads(store, model, version):
+        try:
+            images, labels = uploads.load(upload_id)
+        except NotFound as error:  # removed by hand: replay the rest rather than fail the job
+            log.warning("replay pool: %s", error.detail)
+            continue
+        parts.append((upload_id, images, labels))
+    pool_size = sum(len(labels) for _, _, labels in parts)
+    if size <= 0 or pool_size == 0:
+        return ReplaySample(np.empty((0, 28, 28), np.uint8), np.empty(0, np.uint8), [], pool_size)
+    picks = np.sort(np.random.default_rng(seed).permutation(pool_size)[:size])
+    chosen_images, chosen_labels, offset = [], [], 0
+    for _, images, labels in parts:
+        local = picks[(picks >= offset) & (picks < offset + len(labels))] - offset
+        chosen_images.append(images[local])
+        chosen_labels.append(labels[local])
+        offset += len(labels)
+    return ReplaySample(
+        np.concatenate(chosen_images),
+        np.concatenate(chosen_labels).astype(np.uint8),
+        [name for name, _, _ in parts],
+        pool_size,
+    )
