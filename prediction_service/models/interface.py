@@ -71,7 +71,7 @@ def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
     return {key: last[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in last}
 
 
-class Retraining(Protocol):
+class RetrainingRecipe(Protocol):
     """What retraining a model needs: its hold-out, its gate, how to fine-tune a copy on the data it takes
     (labelled arrays: an accepted upload, storage.uploads, plus a replay sample of earlier data)."""
 
@@ -107,7 +107,7 @@ class Model(Protocol[LoadedCo]):
         ...
 
     @property
-    def retraining(self) -> Retraining | None:
+    def retraining(self) -> RetrainingRecipe | None:
         """What retraining it needs; None: it is not retrained."""
         ...
 
@@ -136,6 +136,6 @@ class ModelFactory(Protocol):
     def name(self) -> str: ...
 
     @property
-    def retraining(self) -> Retraining | None: ...
+    def retraining(self) -> RetrainingRecipe | None: ...
 
     def __call__(self, context: ModelContext) -> Model[Any]: ...

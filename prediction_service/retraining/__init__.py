@@ -1,1 +1,1 @@
-"""Retraining the mnist model from uploaded, labelled images: intake, queue, and the training job."""
+"""Retraining from uploaded, labelled data: archive checks, intake, replay, the job queue, the training job."""

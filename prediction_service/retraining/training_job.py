@@ -23,7 +23,7 @@ from prediction_service.core import tf_runtime
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
 from prediction_service.models.catalog import model_named
-from prediction_service.models.interface import Retraining, final_epoch
+from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
 from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result
 from prediction_service.storage.layout import Layout
@@ -34,7 +34,7 @@ log = logging.getLogger("prediction_service.retraining.training_job")
 
 
 def retrain(
-    store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job, retraining: Retraining
+    store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job, retraining: RetrainingRecipe
 ) -> tuple[str, dict[str, Any]]:
     params = job.params
 

@@ -1,4 +1,4 @@
-"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every worker process.
+"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR.
 
 States: queued -> running -> succeeded | rejected | failed; a job whose process
 died while running becomes `interrupted` (and can be retried, back to queued).

@@ -49,7 +49,7 @@ class MnistCandidate:
         cnn.save(self.model, folder)
 
 
-class MnistRetraining:
+class MnistRetrainingRecipe:
     """Fine-tuning the serving CNN on uploaded images, scored on the hold-out set of the first training."""
 
     gate_metric = "holdout_accuracy"
@@ -99,7 +99,7 @@ class MnistVersion:
 class MnistModel:
     name = MNIST
     description = "the handwritten digit in an image (CNN), retrained from uploaded, labelled images"
-    retraining = MnistRetraining()
+    retraining = MnistRetrainingRecipe()
 
     def __init__(self, context: ModelContext) -> None:
         self.settings = context.settings
