@@ -40,11 +40,11 @@ class ModelHost:
         # The versions used last (the serving one, and the one it replaced while requests drain).
         self.models: OrderedDict[int, OnnxDigitClassifier] = OrderedDict()
 
-    def model(self, version: int, path: Path) -> OnnxDigitClassifier:
+    def model(self, version: int, path: str) -> OnnxDigitClassifier:
         if version in self.models:
             self.models.move_to_end(version)
         else:
-            self.models[version] = OnnxDigitClassifier(path, self.threads)
+            self.models[version] = OnnxDigitClassifier(Path(path), self.threads)
             while len(self.models) > KEPT_MODELS:
                 self.models.popitem(last=False)
         return self.models[version]

@@ -10,8 +10,8 @@ from prediction_service.serving.messages import ImageUpload, LoadModel, Predict,
 from prediction_service.serving.model_host import ModelHost
 
 
-def onnx_model(model_dir: Path) -> Path:
-    return model_dir / "mnist" / "1" / ONNX_ARTIFACT
+def onnx_model(model_dir: Path) -> str:
+    return str(model_dir / "mnist" / "1" / ONNX_ARTIFACT)
 
 
 def test_an_older_version_can_serve_again_after_newer_ones(model_dir: Path) -> None:

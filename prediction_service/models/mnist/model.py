@@ -133,7 +133,7 @@ class MnistModel:
         loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)
         if self.model_process is not None:
             try:
-                self.model_process.call_from_thread(LoadModel(loaded.version, loaded.onnx_path))
+                self.model_process.call_from_thread(LoadModel(loaded.version, str(loaded.onnx_path)))
             except ModelProcessFailed as error:  # e.g. an unreadable model file: this version cannot serve
                 raise CorruptVersion(f"mnist version {loaded.version} cannot be loaded: {error}") from error
         return loaded

@@ -75,7 +75,7 @@ class MnistPredictor:
             # Right after a job publishes, no batch here answers with the old version.
             await asyncio.to_thread(self.registry.refresh_model, MNIST)
         model = self.registry.serving(MNIST, MnistVersion).predictor
-        reply = await self.model_process.call(Predict(model.version, model.onnx_path, uploads))
+        reply = await self.model_process.call(Predict(model.version, str(model.onnx_path), uploads))
         assert reply.outcomes is not None
         results: list[DigitResult | BaseException] = []
         for outcome in reply.outcomes:
