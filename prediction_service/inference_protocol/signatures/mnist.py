@@ -3,7 +3,7 @@
 `image` is what the model takes: MNIST-style, a light digit on black, centred;
 UINT8 0-255, or FP32 0.0-1.0 (pixel / 255). `image_file` holds PNG, JPEG, GIF,
 BMP or WebP files, prepared exactly as POST /predict-image prepares them (base64
-text in JSON, raw bytes with the binary extension). Both go through the same
+text in JSON, raw bytes with the binary extension), one file per row: shape [n, 1]. Both go through the same
 micro-batching and the digit model's process as the other digit routes.
 """
 
@@ -24,7 +24,8 @@ IMAGE = "image"
 IMAGE_FILE = "image_file"
 INPUTS = (
     TensorSpec(IMAGE, "UINT8", (BATCH, 28, 28), also_accepted=("FP32",), optional=True),
-    TensorSpec(IMAGE_FILE, "BYTES", (BATCH,), optional=True),
+    # [n, 1] rather than [n]: perf_analyzer cannot skip an optional input whose shape is the batch alone.
+    TensorSpec(IMAGE_FILE, "BYTES", (BATCH, 1), optional=True),
 )
 OUTPUTS = (TensorSpec("digit", "INT64", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 10)))
 
@@ -72,7 +73,7 @@ def _pixels(tensor: Tensor) -> np.ndarray:
 
 
 def _files(tensor: Tensor) -> list[bytes]:
-    elements: list[bytes] = list(tensor.data)
+    elements: list[bytes] = list(tensor.data.reshape(-1))
     if not tensor.from_json:
         return elements
     try:  # JSON strings cannot carry raw bytes
