@@ -29,6 +29,14 @@ class ProtocolErrorBody(BaseModel):
     error: str
 
 
+class Readiness(BaseModel):
+    ready: bool
+
+
+class ModelReadiness(Readiness):
+    name: str
+
+
 class ServerMetadata(BaseModel):
     name: str
     version: str
@@ -140,7 +148,12 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness: 200 once every model serves", responses=_errors(503))
+@router.get(
+    "/health/ready",
+    summary="Server readiness: 200 once every model serves",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A model is not loaded yet."}},
+)
 async def server_ready(request: Request) -> JSONResponse:
     ready = _protocol(request).server_ready()
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
@@ -161,12 +174,24 @@ async def version_metadata(name: ModelName, version: ModelVersion, request: Requ
     return _protocol(request).model_metadata(name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness", responses=_errors(404, 503))
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ModelReadiness, "description": "The model is not loaded yet."}
+}
+
+
+@router.get(
+    "/models/{name}/ready", summary="Model readiness", response_model=ModelReadiness, responses=_errors(404) | NOT_READY
+)
 async def model_ready(name: ModelName, request: Request) -> JSONResponse:
     return _readiness(name, _protocol(request).model_ready(name, None))
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Readiness of a version", responses=_errors(404, 503))
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Readiness of a version",
+    response_model=ModelReadiness,
+    responses=_errors(404) | NOT_READY,
+)
 async def version_ready(name: ModelName, version: ModelVersion, request: Request) -> JSONResponse:
     return _readiness(name, _protocol(request).model_ready(name, version))
 

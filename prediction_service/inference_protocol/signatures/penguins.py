@@ -1,5 +1,7 @@
 """The penguin model in the protocol: rows of (bill length, flipper length) -> species and probabilities."""
 
+import math
+
 import numpy as np
 
 from prediction_service import metrics
@@ -16,18 +18,17 @@ OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities",
 
 def signature(registry: Registry) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
-        rows = inputs[INPUT].data.astype(np.float64)
-        if not np.isfinite(rows).all() or (rows <= 0).any():
+        # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
+        rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
+        if not all(math.isfinite(value) and value > 0 for row in rows for value in row):
             raise BadRequest(f"input {INPUT!r}: lengths in millimetres must be finite numbers greater than 0")
         served = registry.get(PENGUINS)
         # The same predict paths as GET and POST /predict: the single-row one is ~10x cheaper.
-        if len(rows) == 1:
-            predictions = [served.predictor.predict(float(rows[0, 0]), float(rows[0, 1]))]
-        else:
-            predictions = served.predictor.predict_many([(float(a), float(b)) for a, b in rows])
+        predictor = served.predictor
+        predictions = [predictor.predict(*rows[0])] if len(rows) == 1 else predictor.predict_many(rows)
         species = np.empty(len(predictions), dtype=object)
         species[:] = [prediction.species.encode() for prediction in predictions]
-        # Kept as float64 until encoded: JSON then shows 0.000575, not float32 noise (0.0005750000127591193).
+        # Kept as float64 until encoded: JSON then shows 1/11 as 0.09090909090909091, not float32 noise.
         probabilities = np.array([list(p.probabilities.values()) for p in predictions], dtype=np.float64)
         for prediction in predictions:
             metrics.count_prediction(PENGUINS, served.version, prediction.species)
