@@ -56,6 +56,12 @@ def perf_analyzer() -> tuple[Path, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
+def clients() -> Path:
+    """Checked before the server starts: a missing tool skips (or fails, in CI) without waiting for it."""
+    return clients_python()
+
+
+@pytest.fixture(scope="module")
 def server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("v2-server")
     shutil.copytree(trained_store, folder / "model_store")
@@ -64,10 +70,9 @@ def server(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield running
 
 
-def test_tritonclient_and_kserve_read_metadata_and_infer_on_both_models(server: Server) -> None:
-    python = clients_python()
+def test_tritonclient_and_kserve_read_metadata_and_infer_on_both_models(clients: Path, server: Server) -> None:
     done = subprocess.run(
-        [str(python), str(CLIENT_CHECKS), server.url], capture_output=True, text=True, timeout=180, check=False
+        [str(clients), str(CLIENT_CHECKS), server.url], capture_output=True, text=True, timeout=180, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all client checks passed" in done.stdout
@@ -84,7 +89,9 @@ def test_tritonclient_and_kserve_read_metadata_and_infer_on_both_models(server: 
         ("mnist", [{"image": np.arange(784, dtype=np.uint32).__mod__(256).tolist()}]),
     ],
 )
-def test_perf_analyzer_drives_infer_without_errors(server: Server, tmp_path: Path, model: str, rows: list) -> None:
+def test_perf_analyzer_drives_infer_without_errors(
+    clients: Path, server: Server, tmp_path: Path, model: str, rows: list
+) -> None:
     binary, env = perf_analyzer()
     data = tmp_path / f"{model}.json"
     data.write_text(json.dumps({"data": rows}))
