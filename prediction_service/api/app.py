@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         penguins.router,
         digits.router,
+        v2.router,
         service.router,
         jobs.router,
         models.router,

@@ -2,7 +2,7 @@
 
 Thin: the protocol itself lives in `prediction_service.inference_protocol`. Errors
 under /v2 have the protocol's shape, `{"error": "..."}`; the rest of the service
-keeps `{"detail": ...}`. `install(app)` adds the routes and that error shape.
+keeps `{"detail": ...}`. The app includes `router` and calls `install(app)` for that error shape.
 """
 
 import json
@@ -138,6 +138,41 @@ def _protocol(request: Request) -> InferenceProtocol:
     return request.app.state.inference_protocol
 
 
+# Inference first: requests are matched against the routes in order.
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference",
+    response_model=InferenceResponse,
+    responses=_errors(400, 404, 413, 422, 503),
+    openapi_extra=INFER_BODY,
+)
+async def infer(name: ModelName, request: Request) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a version",
+    response_model=InferenceResponse,
+    responses=_errors(400, 404, 413, 422, 503),
+    openapi_extra=INFER_BODY,
+)
+async def version_infer(name: ModelName, version: ModelVersion, request: Request) -> Response:
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    body, headers, model_version = await _protocol(request).infer(
+        name,
+        version,
+        await request.body(),
+        request.headers.get("inference-header-content-length"),
+        getattr(request.state, "request_id", None),
+    )
+    request.state.model_version = model_version  # for the request log
+    return Response(body, headers=headers)
+
+
 @router.get("", summary="Server metadata", response_model=ServerMetadata)
 async def server_metadata(request: Request) -> dict[str, Any]:
     return _protocol(request).server_metadata()
@@ -218,40 +253,6 @@ async def version_config(name: ModelName, version: ModelVersion, request: Reques
     return _protocol(request).model_config(name, version)
 
 
-@router.post(
-    "/models/{name}/infer",
-    summary="Inference",
-    response_model=InferenceResponse,
-    responses=_errors(400, 404, 413, 422, 503),
-    openapi_extra=INFER_BODY,
-)
-async def infer(name: ModelName, request: Request) -> Response:
-    return await _infer(request, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Inference on a version",
-    response_model=InferenceResponse,
-    responses=_errors(400, 404, 413, 422, 503),
-    openapi_extra=INFER_BODY,
-)
-async def version_infer(name: ModelName, version: ModelVersion, request: Request) -> Response:
-    return await _infer(request, name, version)
-
-
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    body, headers, model_version = await _protocol(request).infer(
-        name,
-        version,
-        await request.body(),
-        request.headers.get("inference-header-content-length"),
-        getattr(request.state, "request_id", None),
-    )
-    request.state.model_version = model_version  # for the request log
-    return Response(body, headers=headers)
-
-
 class ProtocolErrorShape:
     """Under /v2, turn the service's `{"detail": ...}` errors (from any handler or middleware inside this
     one) into the protocol's `{"error": "..."}`; other paths pass straight through."""
@@ -301,10 +302,10 @@ def _protocol_error(body: bytes) -> bytes:
 
 
 def install(app: FastAPI) -> None:
-    """Serve /v2 on `app`. Call it after adding the body limits: their errors get the protocol's shape too."""
+    """The protocol's state and error shape on `app` (include `router` too). Call it after adding the body
+    limits: their errors get the protocol's shape too."""
     services = app.state.services
     app.state.inference_protocol = InferenceProtocol(
         services.registry, all_signatures(services), services.settings.max_batch_items, (app.title, app.version)
     )
-    app.include_router(router)
     app.add_middleware(ProtocolErrorShape)
