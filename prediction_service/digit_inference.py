@@ -76,6 +76,11 @@ class DigitInference:
             image = await run_in_threadpool(decode_digit, data, self.limits, name)
         return await self.batcher.submit(_Upload(name, image=image))
 
+    async def predict_array(self, image: np.ndarray, name: str) -> DigitResult:
+        """The digit in a 28x28 uint8 image already in the model's form (MNIST-style); no decoding."""
+        self.check_available()
+        return await self.batcher.submit(_Upload(name, image=image))
+
     def _observe_batch(self, size: int) -> None:
         metrics.BATCH_SIZE.observe(size)
         metrics.QUEUE_DEPTH.set(self.batcher.depth())
