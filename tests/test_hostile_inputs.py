@@ -165,8 +165,11 @@ def test_a_gigantic_request_line_is_refused(server) -> None:
         sock.sendall(b"GET /predict?bill_length_mm=40&" + b"junk=" + b"A" * 2_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     answer, ended = read_answer(sock, HANG)
     sock.close()
-    assert ended == "answered", (ended, answer[:200])  # neither a hang nor a silent close passes
-    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # uvicorn's own refusal
+    # uvicorn's own 400; if it closes while the line is still being sent, the kernel may turn that into a
+    # reset that overtakes the answer. A hang or a quiet close without an answer fails.
+    assert ended in ("answered", "reset"), (ended, answer[:200])
+    if ended == "answered" or answer:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
 
 
@@ -202,7 +205,7 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
 
 def read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
     """Read until one whole HTTP response has arrived ("answered"), the server closed the connection
-    ("closed"), or `timeout` passed with neither ("timeout": the server hangs)."""
+    ("closed") or reset it ("reset"), or `timeout` passed with none of these ("timeout": a hang)."""
     sock.settimeout(timeout)
     data = b""
     try:
@@ -226,7 +229,7 @@ def read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
     except TimeoutError:
         return data, "timeout"
     except ConnectionResetError:
-        return data, "closed"
+        return data, "reset"
 
 
 def still_silent(sock: socket.socket) -> bool:
