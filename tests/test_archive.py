@@ -106,7 +106,7 @@ def test_unusable_uploads(data: bytes, error: type, message: str) -> None:
 
 def test_a_truncated_zip_is_corrupt(digits: tuple[np.ndarray, np.ndarray]) -> None:
     data = labelled_zip(*digits)
-    with pytest.raises((InvalidInput, UnsupportedMediaType)):
+    with pytest.raises(UnsupportedMediaType, match="not a zip archive"):  # its directory is cut off
         read(data[: len(data) - 30])
 
 
@@ -145,7 +145,7 @@ def test_entries_that_are_not_images_are_named(digits: tuple[np.ndarray, np.ndar
     images, _ = digits
     entries = {"0.png": png_bytes(images[0]), "1.png": b"I am text", "2.png": b"\x89PNG\r\n\x1a\ngarbage"}
     entries["labels.txt"] = b"1 2 3"
-    with pytest.raises((InvalidInput, UnsupportedMediaType)) as raised:
+    with pytest.raises(InvalidInput) as raised:
         read(zip_of(entries))
     assert "2 of 3 images cannot be used" in raised.value.detail
     assert "'1.png'" in raised.value.detail
