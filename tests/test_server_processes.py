@@ -73,7 +73,8 @@ def process_state(pid: int) -> str:
 def test_a_sigkill_of_the_server_alone_during_training_loses_nothing(tmp_path: Path, trained_store: Path) -> None:
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    env = quick_env(model_dir, RETRAIN_EPOCHS="40")
+    # Far more epochs than it ever runs: a trainer that outlived its server would still be training.
+    env = quick_env(model_dir, RETRAIN_EPOCHS="1000")
     with running_server(env, tmp_path / "server.log") as server:
         response = httpx.post(
             f"{server.url}/upload-images",
