@@ -64,7 +64,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path, trained_store: Path) -> None
     assert "Traceback" not in log, log[-4000:]
     # The run's own report, not words in its output: every operation tested, none failed or errored.
     cases = ElementTree.parse(junit).getroot().findall(".//testcase")
-    outcomes = {case.get("name"): [child.tag for child in case] for case in cases}
+    outcomes = {case.get("name", ""): [child.tag for child in case] for case in cases}
     assert not {name: tags for name, tags in outcomes.items() if tags}, output[-6000:]
     assert set(outcomes) == operations, (sorted(operations - set(outcomes)), sorted(set(outcomes) - operations))
 

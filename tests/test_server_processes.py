@@ -132,11 +132,12 @@ def test_activation_switches_every_one_of_two_workers(tmp_path: Path, trained_st
     kept = {
         key: value for key, value in first.manifest.items() if key not in ("name", "version", "created_at", "files")
     }
-    copied = store.add_version(
-        "mnist",
-        lambda folder: [shutil.copy(first.path / name, folder / name) for name in first.manifest["files"]],
-        {**kept, "source": "test"},
-    )
+
+    def copy_first(folder: Path) -> None:  # version 2: the same model, another version number
+        for name in first.manifest["files"]:
+            shutil.copy(first.path / name, folder / name)
+
+    copied = store.add_version("mnist", copy_first, {**kept, "source": "test"})
     assert copied.version == 2
     image = (SAMPLES / "test_img0.png").read_bytes()
     with running_server(quick_env(model_dir), tmp_path / "server.log", workers=2, command="fastapi") as server:
