@@ -31,27 +31,63 @@ def quick_env(model_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def test_two_workers_on_an_empty_store_train_once_and_serve_the_same_version(tmp_path: Path) -> None:
+def test_two_workers_on_an_empty_store_train_once_and_switch_versions_together(tmp_path: Path) -> None:
     model_dir = tmp_path / "store"
+    image = (SAMPLES / "test_img0.png").read_bytes()
     with running_server(quick_env(model_dir), tmp_path / "server.log", workers=2, command="fastapi") as server:
-        seen: dict[str, set[int]] = {}
-        deadline = time.monotonic() + 60  # both answer within a second or two; the bound only guards a hang
-        while len(seen) < 2 and time.monotonic() < deadline:
-            answer = httpx.get(f"{server.url}/")  # a new connection each time: either worker may take it
-            seen.setdefault(answer.headers["x-worker"], set()).add(answer.json()["models"]["mnist"]["serving_version"])
-        assert len(seen) == 2, f"only workers {sorted(seen)} answered"
-        assert all(versions == {1} for versions in seen.values()), seen
+        assert set(versions_of_each_worker(server.url, image).values()) == {1}
         log = server.log_text()
     for model in ("penguins", "mnist"):
         assert sorted(p.name for p in (model_dir / model).iterdir() if p.name.isdigit()) == ["1"], model
     assert log.count("training mnist on 1000 images") == 1
 
-    started = time.monotonic()
+    store = ModelStore(model_dir)
+    first = store.read_version("mnist", 1)
+
+    def copy_first(folder: Path) -> None:  # version 2: the same model under another version number
+        for name in first.manifest["files"]:
+            shutil.copy(first.path / name, folder / name)
+
+    made_by_store = ("name", "version", "created_at", "files")
+    kept = {key: value for key, value in first.manifest.items() if key not in made_by_store}
+    assert store.add_version("mnist", copy_first, {**kept, "source": "test"}).version == 2
+
     with running_server(quick_env(model_dir), tmp_path / "again.log", workers=2, command="fastapi") as server:
-        ready_after = time.monotonic() - started
-        assert httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] == 1
-        assert "training mnist" not in server.log_text()
-    assert ready_after < 60  # loads, no training (seconds here; the bound only guards against a retrain)
+        workers = versions_of_each_worker(server.url, image)
+        assert set(workers.values()) == {1}
+        assert "training mnist" not in server.log_text()  # loads what the store has, no training
+
+        activated = httpx.post(f"{server.url}/models/mnist/versions/2/activate", headers=AUTH, timeout=60)
+        assert activated.status_code == 200, activated.text
+        switched: set[str] = set()
+        deadline = time.monotonic() + 60  # reload_interval is 0.5 s; the bound only guards a hang
+        while switched != set(workers) and time.monotonic() < deadline:
+            worker, version = digit_answer(server.url, image)
+            assert worker in workers, f"a third worker {worker} answered"
+            if version == 2:
+                switched.add(worker)
+            else:
+                assert version == 1, version
+                assert worker not in switched, f"worker {worker} went back to version 1"
+        assert switched == set(workers), f"workers {sorted(set(workers) - switched)} still serve version 1"
+
+
+def digit_answer(url: str, image: bytes) -> tuple[str, int]:
+    """One prediction on a new connection (so either worker may take it): who answered, with which version."""
+    response = httpx.post(f"{url}/predict-image", files={"file": ("d.png", image)}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.headers["x-worker"], response.json()["model_version"]
+
+
+def versions_of_each_worker(url: str, image: bytes, workers: int = 2) -> dict[str, int]:
+    """Ask until `workers` distinct workers have answered; the version each served."""
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + 60  # both answer within a second or two; the bound only guards a hang
+    while len(seen) < workers and time.monotonic() < deadline:
+        worker, version = digit_answer(url, image)
+        seen[worker] = version
+    assert len(seen) == workers, f"only workers {sorted(seen)} answered"
+    return seen
 
 
 def processes_running(pattern: str) -> list[int]:
@@ -115,54 +151,6 @@ def test_a_sigkill_of_the_server_alone_during_training_loses_nothing(tmp_path: P
         assert not [p for p in (model_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
         pointer = json.loads((model_dir / "mnist" / "serving.json").read_text())
         assert pointer["version"] == 1
-
-
-def digit_answers_by_worker(url: str, image: bytes) -> tuple[str, int]:
-    """One prediction on a new connection: which worker answered, with which version."""
-    response = httpx.post(f"{url}/predict-image", files={"file": ("d.png", image)}, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.headers["x-worker"], response.json()["model_version"]
-
-
-def test_activation_switches_every_one_of_two_workers(tmp_path: Path, trained_store: Path) -> None:
-    model_dir = tmp_path / "store"
-    shutil.copytree(trained_store, model_dir)
-    store = ModelStore(model_dir)
-    first = store.read_version("mnist", 1)
-    kept = {
-        key: value for key, value in first.manifest.items() if key not in ("name", "version", "created_at", "files")
-    }
-
-    def copy_first(folder: Path) -> None:  # version 2: the same model, another version number
-        for name in first.manifest["files"]:
-            shutil.copy(first.path / name, folder / name)
-
-    copied = store.add_version("mnist", copy_first, {**kept, "source": "test"})
-    assert copied.version == 2
-    image = (SAMPLES / "test_img0.png").read_bytes()
-    with running_server(quick_env(model_dir), tmp_path / "server.log", workers=2, command="fastapi") as server:
-        # Each request opens a new connection, so the kernel hands it to either worker.
-        seen: dict[str, set[int]] = {}
-        deadline = time.monotonic() + 60  # both answer within a second or two; the bound only guards a hang
-        while len(seen) < 2 and time.monotonic() < deadline:
-            worker, version = digit_answers_by_worker(server.url, image)
-            seen.setdefault(worker, set()).add(version)
-        assert len(seen) == 2, f"only workers {sorted(seen)} answered"
-        assert all(versions == {1} for versions in seen.values()), seen
-
-        activated = httpx.post(f"{server.url}/models/mnist/versions/2/activate", headers=AUTH, timeout=60)
-        assert activated.status_code == 200, activated.text
-        switched: set[str] = set()
-        deadline = time.monotonic() + 60  # reload_interval is 0.5 s; the bound only guards a hang
-        while switched != set(seen) and time.monotonic() < deadline:
-            worker, version = digit_answers_by_worker(server.url, image)
-            assert worker in seen, f"a third worker {worker} answered"
-            if version == 2:
-                switched.add(worker)
-            else:
-                assert version == 1, version
-                assert worker not in switched, f"worker {worker} went back to version 1"
-        assert switched == set(seen), f"workers {sorted(set(seen) - switched)} still serve version 1"
 
 
 def test_helper_processes_end_when_the_server_is_killed_alone(tmp_path: Path, trained_store: Path) -> None:
