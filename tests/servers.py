@@ -46,6 +46,11 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
+    def kill_alone(self) -> None:
+        """SIGKILL the server's own process only, as the OOM killer would: its children are not signalled."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
