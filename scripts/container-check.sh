@@ -83,4 +83,32 @@ podman exec "$CONTAINER" sh -c 'test ! -d /root/.cache/pip && ! command -v gcc' 
   || { echo "build tools or caches left in the image"; exit 1; }
 health=$(podman inspect "$CONTAINER" --format '{{.Config.Healthcheck.Test}}')
 case "$health" in *health/live*) ;; *) echo "no HEALTHCHECK on /health/live: $health"; exit 1 ;; esac
-echo "container checks passed (uid $uid, trained in the image: no training at start)"
+
+# No training at start: the log says so, and each model's only version was made before the container ran.
+if podman logs "$CONTAINER" 2>&1 | grep -q "training mnist\|training penguins"; then
+  echo "the container trained at start:"; podman logs "$CONTAINER" 2>&1 | grep "training"; exit 1
+fi
+podman exec "$CONTAINER" python -c '
+import json, sys
+from datetime import datetime
+from pathlib import Path
+started = int(sys.argv[1])
+for model in ("penguins", "mnist"):
+    folder = Path("/app/model_store") / model
+    versions = sorted(p.name for p in folder.iterdir() if p.name.isdigit())
+    assert versions == ["1"], f"{model} has versions {versions}, not just the one from the build"
+    made = datetime.fromisoformat(json.loads((folder / "1" / "manifest.json").read_text())["created_at"])
+    assert made.timestamp() < started, f"{model} version 1 was made at {made}, after the container started"
+' "$started" || { echo "the store shows training at start"; exit 1; }
+
+# WORKERS=2 gives two worker processes: answers (each on a new connection) name exactly two workers.
+workers=""
+for _ in $(seq 1 200); do
+  worker=$(curl -fsS -D - -o /dev/null "$url/health/live" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-worker" {print $2}')
+  [ -n "$worker" ] || { echo "an answer without X-Worker"; exit 1; }
+  workers=$(printf '%s\n%s\n' "$workers" "$worker" | grep -v '^$' | sort -u)
+  [ "$(wc -l <<<"$workers")" -ge 2 ] && break
+done
+count=$(wc -l <<<"$workers")
+[ "$count" = 2 ] || { echo "WORKERS=2 but $count worker(s) answered: $workers"; exit 1; }
+echo "container checks passed (uid $uid; 2 workers; trained in the image: no training at start)"

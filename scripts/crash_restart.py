@@ -4,22 +4,28 @@ nothing is lost.
     python scripts/crash_restart.py [--kills 20] [--seed 7]
 
 Each round starts the server (uvicorn, one worker) on the same MODEL_DIR, checks the state the
-last kill left, sends the sample zip, and SIGKILLs the whole server (its training subprocess
-included) during the upload, the training, or the evaluation and publishing of the new version.
-After every restart:
+last kill left, sends the sample zip, and SIGKILLs the server during the upload, the training, or
+the evaluation and publishing of the new version. Every phase is hit at least once (a round whose
+job ended before its moment is tried again). Rounds alternate between killing the whole process
+group (the training subprocess included) and killing the server's pid alone, as the OOM killer
+would: then its children (the training job, the digit model's process) must exit on their own.
+After every kill and restart:
 - the service becomes ready;
 - the serving version is the newest published one (never older than one seen serving before),
   it loads (predictions report it), and every stored version matches its manifest;
 - no partial version folder or half-received upload is left;
 - every job is final or `interrupted` (queued ones run after the restart), and every upload that
-  was answered 202 still has its dataset on disk.
+  was answered 202 still has its dataset on disk;
+- after a kill of the server's pid alone, no process of its group lives on.
 Uses the bundled data/mnist-sample.npz. Prints the count of kills survived; exits 1 on a violation.
 """
 
 import argparse
 import contextlib
 import json
+import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -31,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from servers import Server, start_server  # noqa: E402
+from servers import Server, process_group, start_server  # noqa: E402
 
 from prediction_service.storage.versions import ModelStore  # noqa: E402
 
@@ -40,6 +46,8 @@ SAMPLE = ROOT / "samples" / "retrain_img.zip"
 TOKEN = "crash-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PHASES = ("upload", "training", "publishing")
+KILL_MODES = ("group", "server alone")
+ORPHAN_WAIT = 30  # seconds; children exit at once when their server dies, the bound only guards a hang
 
 
 class Violation(Exception):
@@ -53,6 +61,21 @@ def start(env: dict[str, str], log: Path) -> Server:
     except (RuntimeError, TimeoutError) as error:
         raise Violation(f"the service did not become ready after a restart: {error}") from error
     return server
+
+
+def kill(server: Server, mode: str = "group") -> None:
+    """SIGKILL the whole process group, or the server's pid alone (then its children must follow)."""
+    if mode == "group":
+        server.kill()
+        return
+    server.kill_alone()
+    deadline = time.monotonic() + ORPHAN_WAIT
+    while (left := process_group(server.process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.process.pid, signal.SIGKILL)
+        raise Violation(f"processes outlived their server by {ORPHAN_WAIT} s: {left}")
 
 
 def check_state(url: str, model_dir: Path, accepted: set[str], last_serving: int) -> int:
@@ -135,9 +158,17 @@ def main() -> int:
     print(f"work folder: {work}")
     accepted: set[str] = set()
     last_serving = 0
-    survived = dict.fromkeys(PHASES, 0)
+    survived: dict[str, int] = dict.fromkeys(PHASES, 0)
+    by_mode = dict.fromkeys(KILL_MODES, 0)
+    # Each phase at least once, in random order; the rest at random. A phase the job ended before
+    # reaching is tried again, within a bound on the rounds.
+    schedule = rng.sample(PHASES, len(PHASES)) + [rng.choice(PHASES) for _ in range(args.kills - len(PHASES))]
+    round_number = 0
     try:
-        for round_number in range(1, args.kills + 1):
+        while schedule and round_number < max(args.kills, len(PHASES)) * 3:
+            round_number += 1
+            phase = schedule.pop(0)
+            mode = KILL_MODES[round_number % 2]
             server = start(env, log)
             url = server.url
             last_serving = check_state(url, model_dir, accepted, last_serving)
@@ -147,34 +178,38 @@ def main() -> int:
                         httpx.post(f"{url}/jobs/{job['job_id']}/retry", headers=AUTH)
             drain(url)
             last_serving = check_state(url, model_dir, accepted, last_serving)
-            phase = rng.choice(PHASES)
             if phase == "upload":
                 sender = threading.Thread(target=_upload_quietly, args=(url, accepted))
                 sender.start()
                 time.sleep(rng.uniform(0.0, 0.15))
-                server.kill()
+                kill(server, mode)
                 sender.join(30)
             else:
                 job_id = _upload(url)
                 accepted.add(job_id)
                 reached = wait_for_phase(url, job_id, phase)
                 time.sleep(rng.uniform(0.0, 0.4) if phase == "training" else rng.uniform(0.0, 0.05))
-                server.kill()
+                kill(server, mode)
                 if not reached:
+                    schedule.insert(0, phase)  # try this phase again next round
                     phase = "after the job"  # it ended before the chosen moment: still a kill to survive
                     survived.setdefault(phase, 0)
             survived[phase] += 1
-            print(f"round {round_number}: killed during {phase}; serving version {last_serving}", flush=True)
+            by_mode[mode] += 1
+            print(f"round {round_number}: killed {mode} during {phase}; serving version {last_serving}", flush=True)
+        missed = [phase for phase in PHASES if not survived[phase]]
+        if missed:
+            raise Violation(f"never killed during {', '.join(missed)} in {round_number} rounds")
         server = start(env, log)
         check_state(server.url, model_dir, accepted, last_serving)
-        server.kill()
+        kill(server)
     except Violation as violation:
         print(f"VIOLATION after {sum(survived.values())} kills: {violation}\nserver log: {log}")
         return 1
     total = sum(survived.values())
     print(
-        f"survived {total} kills ({', '.join(f'{n} during {p}' for p, n in survived.items())}); "
-        f"{len(accepted)} accepted uploads all kept"
+        f"survived {total} kills ({', '.join(f'{n} during {p}' for p, n in survived.items())}; "
+        f"{', '.join(f'{n} of the {m}' for m, n in by_mode.items())}); {len(accepted)} accepted uploads all kept"
     )
     return 0
 

@@ -8,13 +8,15 @@ it uploads samples/retrain_img.zip; the job's version is published while the loa
 Every answer's X-Worker header says which worker process gave it. Checks:
 - zero errors and zero 5xx (every answer 200);
 - per worker, no answer has an older digit model_version than one already received before it was sent;
-- every worker answers with the new version within 2 s of the pointer moving.
+- every one of the N workers answers (told apart by X-Worker, which every answer must carry), and
+  each answers with the new version within 2 s of the pointer moving.
 Prints the figures; exits 1 if a check fails. Uses the bundled data/mnist-sample.npz.
 """
 
 import argparse
 import asyncio
 import bisect
+import contextlib
 import itertools
 import os
 import subprocess
@@ -74,7 +76,10 @@ async def client(
             record.errors.append(f"{kind}: {type(error).__name__}: {error}")
             continue
         version = response.json().get("model_version") if response.status_code == 200 else None
-        worker = response.headers.get("x-worker", "?")
+        worker = response.headers.get("x-worker")
+        if worker is None:  # every answer must say which worker gave it, or the checks below mean nothing
+            record.errors.append(f"{kind}: answer {response.status_code} without an X-Worker header")
+            continue
         record.answers.append(Answer(sent, time.monotonic(), worker, response.status_code, version, kind))
 
 
@@ -127,7 +132,7 @@ def answers_older_than_already_seen(seen: list[Answer]) -> list[str]:
     return older
 
 
-def analyse(result: dict, duration: float) -> list[str]:
+def analyse(result: dict, duration: float, workers: int) -> list[str]:
     record: Recorder = result["record"]
     problems = [f"{len(record.errors)} request errors, e.g. {record.errors[:3]}"] if record.errors else []
     statuses = Counter(answer.status for answer in record.answers)
@@ -137,6 +142,8 @@ def analyse(result: dict, duration: float) -> list[str]:
     for answer in record.answers:
         if answer.status == 200 and answer.kind == "image":
             by_worker[answer.worker].append(answer)
+    if len(by_worker) != workers:  # each worker must answer, or one busy worker could pass for all
+        problems.append(f"{len(by_worker)} of {workers} workers answered digit predictions: {sorted(by_worker)}")
     for worker, seen in by_worker.items():
         older = answers_older_than_already_seen(seen)
         if older:
@@ -172,6 +179,19 @@ def analyse(result: dict, duration: float) -> list[str]:
     return problems
 
 
+def wait_for_workers(url: str, workers: int, timeout: float = 60) -> bool:
+    """Until `workers` distinct workers have answered /health/ready (each request on a new connection)."""
+    ready: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(ready) < workers and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(f"{url}/health/ready", timeout=5)
+            if response.status_code == 200:
+                ready.add(response.headers["x-worker"])
+        time.sleep(0.02)
+    return len(ready) >= workers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60)
@@ -200,11 +220,13 @@ def main() -> int:
         except (RuntimeError, TimeoutError) as error:
             print(f"the server did not start ({error})")
             return 1
-        time.sleep(2)  # every worker up, not just the first
+        if not wait_for_workers(server.url, args.workers):
+            print(f"not all {args.workers} workers became ready; see {work / 'server.log'}")
+            return 1
         result = asyncio.run(run(server.url, model_dir, args.duration, args.connections))
     finally:
         server.stop(60)
-    problems = analyse(result, args.duration)
+    problems = analyse(result, args.duration, args.workers)
     for problem in problems:
         print(f"FAILED: {problem}")
     print("load test passed" if not problems else f"load test failed; server log: {work / 'server.log'}")

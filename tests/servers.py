@@ -50,6 +50,11 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
+    def kill_alone(self) -> None:
+        """SIGKILL the server's own process only, as the OOM killer would: its children are not signalled."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def stop(self, timeout: float = 30) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -70,20 +75,41 @@ def start_server(
     app: str = "main:app",
     cwd: Path = ROOT,
     name: str = "the server",
+    options: tuple[str, ...] = (),
 ) -> Server:
-    """The server, started in a session of its own (so that `kill` reaches its children); its output goes to `log`."""
+    """The service (or another ASGI app) under uvicorn or `fastapi run`, on a free port of its own."""
     port = free_port()
     if command == "fastapi":
         args = [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(workers)]
     else:
         args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
         args += ["--workers", str(workers)]
+    return launch([*args, *options], f"http://127.0.0.1:{port}", env, log, cwd, name)
+
+
+def launch(
+    args: list[str], url: str, env: dict[str, str], log: Path, cwd: Path = ROOT, name: str = "the server"
+) -> Server:
+    """Any server command, in a session of its own (so that `kill` reaches its children); output to `log`."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     with log.open("ab") as log_file:
         process = subprocess.Popen(
             args, cwd=cwd, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Server(process, f"http://127.0.0.1:{port}", log, name)
+    return Server(process, url, log, name)
+
+
+def process_group(group: int) -> list[str]:
+    """The command lines of the live (not zombie) processes of a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] not in "ZX" and int(fields[2]) == group:
+                found.append((stat.parent / "cmdline").read_text().replace("\0", " ")[:200])
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from prediction_service.api.middleware import (
     RequestObserver,
     TrailingSlashInsensitive,
 )
-from prediction_service.api.routes import jobs, metrics, mnist, models, penguins, service, ui
+from prediction_service.api.routes import jobs, metrics, mnist, models, penguins, service, ui, v2
 from prediction_service.api.security import admin_paths
 from prediction_service.api.slow_clients import install_header_timeout
 from prediction_service.core import logs
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         penguins.router,
         mnist.router,
+        v2.router,
         service.router,
         jobs.router,
         models.router,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
         timeout=settings.request_timeout,
     )
+    v2.install(app)  # the Open Inference Protocol; after BodyLimits, so its 413s get the protocol's error shape
     app.add_middleware(
         AuthBeforeBody,
         protected=admin_paths(app),

@@ -57,6 +57,8 @@ def test_several_images_in_order_with_per_file_errors(client: TestClient, mnist_
     assert answers[1]["result"] is None
     assert "not a PNG" in answers[1]["error"]
     one = client.post("/predict-image", files={"file": ("a.png", png_bytes(digits[0]))}).json()
+    assert [answers[0]["result"], answers[2]["result"]] == [str(label) for label in mnist_arrays["y_test"][:2]]
+    assert answers[3]["result"] == str(mnist_arrays["y_test"][1])  # the photo-like sample shows hold-out digit 1
     assert answers[0]["result"] == one["result"]
     assert np.allclose(answers[0]["probabilities"], one["probabilities"], atol=1e-5)
 

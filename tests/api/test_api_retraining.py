@@ -10,8 +10,10 @@ from conftest import AUTH, SAMPLES, labelled_zip, make_settings, wait_for_job
 from fastapi.testclient import TestClient
 
 from prediction_service.api.app import create_app
+from prediction_service.models.mnist.onnx_runtime import OnnxDigitClassifier
 from prediction_service.retraining.archive import LabelledImages
 from prediction_service.retraining.intake import training_params
+from prediction_service.retraining.runner import JobRunner
 from prediction_service.storage.jobs import JobStore
 from prediction_service.storage.uploads import UploadStore
 
@@ -35,7 +37,20 @@ def mislabelled_zip(mnist_arrays: dict[str, np.ndarray]) -> bytes:
     return labelled_zip(images, (labels + 1) % 10)
 
 
-def test_the_sample_zip_retrains_to_a_new_serving_version(client: TestClient) -> None:
+# The job scores with Keras, this test with the served ONNX export: they may disagree on a few near-ties
+# (10 of the 2,000 hold-out digits at most; a mislabelled model has many near-ties between two classes).
+NEAR_TIES = 0.005
+
+
+def holdout_accuracy(model_dir: Path, version: int, mnist_arrays: dict[str, np.ndarray]) -> float:
+    """A stored version's accuracy on the data's own hold-out digits and labels, measured here."""
+    model = OnnxDigitClassifier.load(model_dir / "mnist" / str(version))
+    return float((model.probabilities(mnist_arrays["x_test"]).argmax(axis=1) == mnist_arrays["y_test"]).mean())
+
+
+def test_the_sample_zip_retrains_to_a_new_serving_version(
+    client: TestClient, model_dir: Path, mnist_arrays: dict[str, np.ndarray]
+) -> None:
     response = upload(client, SAMPLE_ZIP.read_bytes())
     assert response.status_code == 202
     accepted = response.json()
@@ -52,7 +67,10 @@ def test_the_sample_zip_retrains_to_a_new_serving_version(client: TestClient) ->
     assert result["version"] == 2
     assert result["published"] is True
     assert result["serving_version"] == 1
-    assert result["holdout_accuracy"] >= result["serving_accuracy"] - 0.01
+    # The reported accuracies are the versions' true ones, and correct labels keep the model good.
+    assert result["serving_accuracy"] == pytest.approx(holdout_accuracy(model_dir, 1, mnist_arrays), abs=NEAR_TIES)
+    assert result["holdout_accuracy"] == pytest.approx(holdout_accuracy(model_dir, 2, mnist_arrays), abs=NEAR_TIES)
+    assert result["holdout_accuracy"] >= 0.9
     models = {model["name"]: model for model in client.get("/models").json()["models"]}
     assert models["mnist"]["serving_version"] == 2
     version = models["mnist"]["versions"][-1]
@@ -62,10 +80,16 @@ def test_the_sample_zip_retrains_to_a_new_serving_version(client: TestClient) ->
     assert client.get("/jobs").json()["jobs"][0]["job_id"] == accepted["job_id"]
 
 
-def test_a_mislabelled_upload_is_rejected_and_nothing_changes(client: TestClient, mislabelled_zip: bytes) -> None:
+def test_a_mislabelled_upload_is_rejected_and_nothing_changes(
+    client: TestClient, model_dir: Path, mnist_arrays: dict[str, np.ndarray], mislabelled_zip: bytes
+) -> None:
     job = wait_for_job(client, upload(client, mislabelled_zip).json()["job_id"])
     assert job["status"] == "rejected", job
-    assert job["result"]["holdout_accuracy"] < job["result"]["serving_accuracy"] - 0.01
+    # Measured here: the candidate learned shifted labels and is clearly worse than version 1.
+    serving, candidate = holdout_accuracy(model_dir, 1, mnist_arrays), holdout_accuracy(model_dir, 2, mnist_arrays)
+    assert job["result"]["serving_accuracy"] == pytest.approx(serving, abs=NEAR_TIES)
+    assert job["result"]["holdout_accuracy"] == pytest.approx(candidate, abs=NEAR_TIES)
+    assert candidate < serving - 0.03  # (about 0.87 against 0.97 here)
     assert job["result"]["published"] is False
     models = {model["name"]: model for model in client.get("/models").json()["models"]}
     assert models["mnist"]["serving_version"] == 1
@@ -157,16 +181,23 @@ def test_an_interrupted_job_is_reported_and_can_be_retried(model_dir: Path, mnis
         assert client.post(f"/jobs/{job_id}/retry", headers=AUTH).status_code == 409
 
 
-def test_a_job_queued_when_the_server_stopped_runs_after_the_restart(model_dir: Path) -> None:
+def test_a_job_queued_when_the_server_stopped_runs_after_the_restart(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = make_settings(model_dir)
-    with TestClient(create_app(settings)) as client:
-        job_id = upload(client, SAMPLE_ZIP.read_bytes()).json()["job_id"]
-        # stop right away: the job is queued or running; either way nothing may be lost
-    jobs = JobStore(model_dir / "jobs.sqlite3")
-    if jobs.get(job_id).status == "interrupted":
-        jobs.retry(job_id)
-    with TestClient(create_app(settings)) as client:
-        assert wait_for_job(client, job_id)["status"] == "succeeded"
+
+    async def no_start(self: JobRunner) -> None:  # the server stops before its runner takes the job
+        pass
+
+    with monkeypatch.context() as patch:
+        patch.setattr(JobRunner, "kick", no_start)
+        with TestClient(create_app(settings)) as client:
+            job_id = upload(client, SAMPLE_ZIP.read_bytes()).json()["job_id"]
+            assert client.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    assert JobStore(model_dir / "jobs.sqlite3").get(job_id).status == "queued"
+    with TestClient(create_app(settings)) as client:  # nobody retries it: the restart alone must run it
+        job = wait_for_job(client, job_id)
+        assert (job["status"], job["attempts"]) == ("succeeded", 1)
 
 
 def test_unknown_jobs(client: TestClient) -> None:

@@ -49,7 +49,8 @@ def test_models_lists_versions_with_metrics(client: TestClient) -> None:
     assert version["serving"] is True
     assert version["created_at"]
     assert 0.9 <= version["metrics"]["test_accuracy"] <= 1
-    assert 0.5 <= models["mnist"]["versions"][0]["metrics"]["holdout_accuracy"] <= 1
+    # The fixture's 8,000 images for 3 epochs reach about 0.95; 0.9 leaves room for run-to-run noise.
+    assert 0.9 <= models["mnist"]["versions"][0]["metrics"]["holdout_accuracy"] <= 1
 
 
 def test_405_lists_every_method_of_the_path(client: TestClient) -> None:

@@ -21,7 +21,8 @@ from servers import running_server
 from test_server_processes import quick_env
 
 pytestmark = pytest.mark.e2e
-FAST = 3.0  # seconds: a refusal must not take longer than this
+# Client timeouts: generous, they only turn a hang into a failure (answers take milliseconds; bench/ measures speed).
+HANG = 30.0
 
 
 def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -86,11 +87,11 @@ def served_versions(url: str) -> dict[str, int]:
 
 
 def upload(url: str, data: bytes) -> httpx.Response:
-    return httpx.post(f"{url}/upload-images", files={"file": ("upload.zip", data)}, headers=AUTH, timeout=30)
+    return httpx.post(f"{url}/upload-images", files={"file": ("upload.zip", data)}, headers=AUTH, timeout=HANG)
 
 
 def predict_image(url: str, data: bytes, name: str = "x.png") -> httpx.Response:
-    return httpx.post(f"{url}/predict-image", files={"file": (name, data)}, timeout=30)
+    return httpx.post(f"{url}/predict-image", files={"file": (name, data)}, timeout=HANG)
 
 
 def hostile_zips(digit: bytes) -> dict[str, tuple[bytes, int]]:
@@ -115,13 +116,9 @@ def hostile_zips(digit: bytes) -> dict[str, tuple[bytes, int]]:
 def test_hostile_archives(server, digit: bytes) -> None:
     before = served_versions(server.url)
     for case, (data, expected) in hostile_zips(digit).items():
-        started = time.monotonic()
         response = upload(server.url, data)
-        elapsed = time.monotonic() - started
-        assert response.status_code in (expected, 422, 415, 413), (case, response.status_code, response.text)
-        assert 400 <= response.status_code < 500, case
+        assert response.status_code == expected, (case, response.status_code, response.text)
         assert response.json()["detail"], case
-        assert elapsed < FAST, (case, elapsed)
     assert httpx.get(f"{server.url}/jobs").json()["jobs"] == []  # nothing was accepted
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
     assert served_versions(server.url) == before
@@ -140,10 +137,8 @@ def test_hostile_images(server, digit: bytes) -> None:
         "not an image": (b"#!/bin/sh\nrm -rf /\n", 415),
     }
     for case, (data, expected) in cases.items():
-        started = time.monotonic()
         response = predict_image(server.url, data)
         assert response.status_code == expected, (case, response.status_code, response.text)
-        assert time.monotonic() - started < FAST, case
     assert predict_image(server.url, digit).status_code == 200
 
 
@@ -159,21 +154,22 @@ def test_hostile_images(server, digit: bytes) -> None:
     ],
 )
 def test_hostile_queries(server, query: str, status: int) -> None:
-    started = time.monotonic()
-    response = httpx.get(f"{server.url}/predict?{query}", timeout=30)
-    assert response.status_code == status or 400 <= response.status_code < 500, response.status_code
-    assert response.status_code == status
+    response = httpx.get(f"{server.url}/predict?{query}", timeout=HANG)
+    assert response.status_code == status, response.text[:500]
     assert len(response.content) < 10_000  # the input is not echoed back whole
-    assert time.monotonic() - started < FAST
 
 
 def test_a_gigantic_request_line_is_refused(server) -> None:
     sock = raw_connection(server.url)
-    sock.sendall(b"GET /predict?bill_length_mm=40&" + b"junk=" + b"A" * 2_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    answer = read_all(sock, 5)
+    with contextlib.suppress(ConnectionError):  # the server may close before all 2 MB are sent
+        sock.sendall(b"GET /predict?bill_length_mm=40&" + b"junk=" + b"A" * 2_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer, ended = read_answer(sock, HANG)
     sock.close()
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1") else None
-    assert status is None or 400 <= status < 500, answer[:200]  # refused, or the connection closed
+    # uvicorn's own 400; if it closes while the line is still being sent, the kernel may turn that into a
+    # reset that overtakes the answer. A hang or a quiet close without an answer fails.
+    assert ended in ("answered", "reset"), (ended, answer[:200])
+    if ended == "answered" or answer:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
 
 
@@ -185,7 +181,7 @@ def test_wrong_content_types(server, digit: bytes) -> None:
     )
     assert text_to_upload.status_code == 422
     form_to_batch = httpx.post(f"{server.url}/predict", files={"file": ("x.png", digit)})
-    assert 400 <= form_to_batch.status_code < 500
+    assert form_to_batch.status_code == 422, form_to_batch.text
     urlencoded = httpx.post(f"{server.url}/predict-image", data={"file": "not a file"})
     assert urlencoded.status_code == 422
 
@@ -207,6 +203,47 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+def read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
+    """Read until one whole HTTP response has arrived ("answered"), the server closed the connection
+    ("closed") or reset it ("reset"), or `timeout` passed with none of these ("timeout": a hang)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            head, found, body = data.partition(b"\r\n\r\n")
+            if found:
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if len(body) >= length:
+                    return data, "answered"
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, "closed"
+            data += chunk
+    except TimeoutError:
+        return data, "timeout"
+    except ConnectionResetError:
+        return data, "reset"
+
+
+def still_silent(sock: socket.socket) -> bool:
+    """Nothing received on `sock` yet and the connection still open (a non-blocking look)."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)  # returns data, or b"" when closed: either way not silent
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
 def test_slow_clients_are_cut_off_without_holding_the_server(server) -> None:
     trickling_headers = [raw_connection(server.url) for _ in range(20)]
     for sock in trickling_headers:
@@ -215,12 +252,14 @@ def test_slow_clients_are_cut_off_without_holding_the_server(server) -> None:
     trickling_body.sendall(
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
     )
-    started = time.monotonic()
-    # Meanwhile everyone else is served at once.
+    # Meanwhile everyone else is served at once: before any slow client has been cut off (which
+    # happens after HEADER_TIMEOUT), not after (as a server blocked by them would do).
     for _ in range(20):
-        quick = httpx.get(f"{server.url}/predict", params={"bill_length_mm": 40, "flipper_length_mm": 195})
+        quick = httpx.get(
+            f"{server.url}/predict", params={"bill_length_mm": 40, "flipper_length_mm": 195}, timeout=HANG
+        )
         assert quick.status_code == 200
-    assert time.monotonic() - started < 2
+    assert all(still_silent(sock) for sock in [*trickling_headers, trickling_body])
     for _ in range(3):  # keep trickling, a byte a second
         time.sleep(1)
         for sock in [*trickling_headers, trickling_body]:
@@ -253,9 +292,9 @@ def test_a_multipart_body_cut_off_mid_stream(server) -> None:
         + body[: len(body) // 2]
     )
     sock.shutdown(socket.SHUT_WR)  # the client goes away half-way
-    read_all(sock, 3)
+    answer, ended = read_answer(sock, HANG)
     sock.close()
-    time.sleep(0.5)
+    assert ended != "timeout", answer[:200]  # the server gave up on the request: it answered or closed
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
     assert httpx.get(f"{server.url}/jobs").json()["jobs"] == []
     uploads = server.model_dir / "uploads"
@@ -268,12 +307,11 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(server) -> None:
         b"POST /upload-images HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 50000000\r\n\r\n"
     )  # 50 MB announced, none of it sent
-    started = time.monotonic()
-    answer = read_all(sock, 2)
+    answer, ended = read_answer(sock, HANG)  # no byte of the body is ever sent: an answer proves it was not read
     sock.close()
+    assert ended == "answered", (ended, answer[:200])
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"www-authenticate: Bearer" in answer.lower().replace(b"bearer", b"Bearer")
-    assert time.monotonic() - started < 2
 
 
 def test_an_anonymous_upload_still_being_sent_gets_its_401_not_a_reset(server) -> None:
@@ -290,7 +328,8 @@ def test_an_anonymous_upload_still_being_sent_gets_its_401_not_a_reset(server) -
     for start in range(0, len(body), 32768):
         time.sleep(0.02)
         sock.sendall(body[start : start + 32768])  # ConnectionResetError if the server has gone
-    answer = read_all(sock, 3)
+    answer, ended = read_answer(sock, HANG)
     sock.close()
+    assert ended == "answered", (ended, answer[:200])
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b'"detail"' in answer

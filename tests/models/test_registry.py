@@ -19,6 +19,7 @@ class CountingKind:
         self.loaded: list[int] = []
         self.release = threading.Event()
         self.release.set()
+        self.loading = threading.Event()  # set once load() has begun
 
     def train_first_version(self, store: ModelStore) -> StoredVersion:
         self.trained += 1
@@ -27,7 +28,8 @@ class CountingKind:
         )
 
     def load(self, stored: StoredVersion) -> str:
-        self.release.wait(10)
+        self.loading.set()
+        assert self.release.wait(30), "the test never released load()"
         self.loaded.append(stored.version)
         return (stored.path / "model.txt").read_text()
 
@@ -92,14 +94,22 @@ def test_refresh_swaps_only_after_the_new_version_is_loaded(tmp_path: Path) -> N
     registry.start()
     store.set_serving("toy", add_toy_version(store, "v2").version)
     kind.release.clear()  # loading v2 now blocks
+    kind.loading.clear()
     loader = threading.Thread(target=registry.refresh)
     loader.start()
     try:
-        assert registry.get("toy").version == 1  # the old version keeps serving meanwhile
+        assert kind.loading.wait(30), "refresh never began loading version 2"
+        # load() of version 2 is in progress right now: the old version keeps serving meanwhile
+        served = registry.get("toy")
+        assert (served.version, served.predictor) == (1, "v1")
+        assert registry.ready()
     finally:
         kind.release.set()
-        loader.join()
-    assert registry.get("toy").predictor == "v2"
+        loader.join(30)
+    assert not loader.is_alive()
+    served = registry.get("toy")
+    assert (served.version, served.predictor) == (2, "v2")
+    assert kind.loaded == [1, 2]
 
 
 def test_an_unknown_model_is_not_found_and_an_unloaded_one_unavailable(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@ import io
 import stat
 import struct
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def test_labels_follow_the_sorted_image_names(digits: tuple[np.ndarray, np.ndarr
     entries["labels.txt"] = b"1 2\n3"  # a.png -> 1, b.png -> 2, c.png -> 3
     result = read(zip_of(entries))
     assert list(result.labels) == [1, 2, 3]
-    assert (result.images[0] == normalize_digits([images[1]])[0]).all()
+    assert (result.images == normalize_digits([images[1], images[0], images[2]])).all()
 
 
 def test_the_keras_folder_per_class_layout(digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -70,7 +69,12 @@ def test_the_keras_folder_per_class_layout(digits: tuple[np.ndarray, np.ndarray]
     entries["digits/README.txt"] = b"not labels"
     result = read(zip_of(entries))
     assert result.layout == "folder per class"
-    assert sorted(result.labels.tolist()) == sorted(labels.tolist())
+    assert len(result.labels) == len(labels)
+    # Which image got which label: each decoded image is matched to its source by its pixels.
+    expected = normalize_digits(list(images))
+    for image, label in zip(result.images, result.labels, strict=True):
+        [source] = [index for index in range(len(images)) if (expected[index] == image).all()]
+        assert label == labels[source], source
 
 
 def test_mac_and_windows_junk_is_ignored(digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -81,7 +85,9 @@ def test_mac_and_windows_junk_is_ignored(digits: tuple[np.ndarray, np.ndarray]) 
     entries["__MACOSX/._labels.txt"] = b"junk"
     entries[".DS_Store"] = b"junk"
     entries["Thumbs.db"] = b"junk"
-    assert len(read(zip_of(entries)).labels) == 5
+    result = read(zip_of(entries))
+    assert (result.labels == labels).all()
+    assert (result.images == normalize_digits(list(images))).all()
 
 
 @pytest.mark.parametrize(
@@ -100,7 +106,7 @@ def test_unusable_uploads(data: bytes, error: type, message: str) -> None:
 
 def test_a_truncated_zip_is_corrupt(digits: tuple[np.ndarray, np.ndarray]) -> None:
     data = labelled_zip(*digits)
-    with pytest.raises((InvalidInput, UnsupportedMediaType)):
+    with pytest.raises(UnsupportedMediaType, match="not a zip archive"):  # its directory is cut off
         read(data[: len(data) - 30])
 
 
@@ -139,7 +145,7 @@ def test_entries_that_are_not_images_are_named(digits: tuple[np.ndarray, np.ndar
     images, _ = digits
     entries = {"0.png": png_bytes(images[0]), "1.png": b"I am text", "2.png": b"\x89PNG\r\n\x1a\ngarbage"}
     entries["labels.txt"] = b"1 2 3"
-    with pytest.raises((InvalidInput, UnsupportedMediaType)) as raised:
+    with pytest.raises(InvalidInput) as raised:
         read(zip_of(entries))
     assert "2 of 3 images cannot be used" in raised.value.detail
     assert "'1.png'" in raised.value.detail
@@ -174,10 +180,9 @@ def test_a_directory_of_countless_entries_is_refused_before_it_is_parsed() -> No
 def test_a_zip_bomb_is_refused_without_inflating_it() -> None:
     bomb = zip_of({"0.png": b"\x00" * 50_000_000, "labels.txt": b"1"})
     assert len(bomb) < 100_000
-    started = time.perf_counter()
+    # Refused on what the directory declares (size, ratio), not after inflating: no wall-clock limit needed.
     with pytest.raises(PayloadTooLarge, match=r"inflates to|compressed more than"):
         read(bomb)
-    assert time.perf_counter() - started < 1.0
     with pytest.raises(PayloadTooLarge, match="compressed more than 100:1"):
         read(zip_of({"0.png": b"\x00" * 1_000_000, "labels.txt": b"1"}))
 

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from conftest import AUTH, SAMPLES, make_settings, wait_for_job
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
 
 from prediction_service.api.app import create_app
@@ -123,13 +124,54 @@ def test_a_finished_job_is_announced_by_signed_webhook_and_email(
     assert job["job_id"] in message
 
 
-def test_without_settings_nothing_is_sent(client: TestClient, receiver: Receiver) -> None:
-    job = wait_for_job(
-        client,
-        client.post("/upload-images", files={"file": (SAMPLES / "retrain_img.zip").read_bytes()}, headers=AUTH).json()[
-            "job_id"
-        ],
+def jobs_ended(client: TestClient) -> float:
+    """How many jobs this process has seen end; counted right after the notifier was told of the job."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "retraining_jobs_total"
     )
-    assert job["status"] == "succeeded"
-    time.sleep(0.5)
-    assert receiver.attempts == 0
+
+
+def run_job_until_announced(client: TestClient, headers: dict[str, str] | None = None, **form: str) -> dict:
+    """Upload the sample and wait until the job ended and the notifier has been handed it."""
+    before = jobs_ended(client)
+    upload = client.post(
+        "/upload-images",
+        files={"file": (SAMPLES / "retrain_img.zip").read_bytes()},
+        data=form,
+        headers={**AUTH, **(headers or {})},
+    )
+    job = wait_for_job(client, upload.json()["job_id"])
+    wait_until(lambda: jobs_ended(client) > before)
+    return job
+
+
+def test_without_settings_nothing_is_sent(model_dir: Path, receiver: Receiver, mailbox: tuple[Mailbox, int]) -> None:
+    box, smtp_port = mailbox
+    # Configured, the same receivers get the job's news: they are reachable and would see a delivery.
+    configured = make_settings(
+        model_dir,
+        webhook_urls=[receiver.url],
+        webhook_backoff_seconds=0.05,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        notify_email_to=["ops@example.com"],
+    )
+    with TestClient(create_app(configured)) as client:
+        assert run_job_until_announced(client)["status"] == "succeeded"
+        wait_until(lambda: receiver.received and box.messages)
+    attempts, messages = receiver.attempts, len(box.messages)
+
+    # The same store restarted without those settings (the SMTP port alone is no address to write to);
+    # the upload itself names the receiver every way a careless service might take it from a request.
+    bare = make_settings(model_dir, smtp_port=smtp_port, webhook_backoff_seconds=0.05)
+    with TestClient(create_app(bare)) as client:
+        job = run_job_until_announced(
+            client, {"X-Callback-URL": receiver.url, "X-Webhook-URL": receiver.url}, callback_url=receiver.url
+        )
+        assert job["status"] == "succeeded"
+    # Leaving the block stopped the notifier, which first waits for deliveries in flight: none was started.
+    assert receiver.attempts == attempts
+    assert len(box.messages) == messages

@@ -9,6 +9,8 @@ memory stays bounded), so that it does not hold up a batch of small ones.
 import asyncio
 from dataclasses import dataclass
 
+import numpy as np
+
 from prediction_service.core import metrics
 from prediction_service.core.settings import Settings
 from prediction_service.models.mnist.images import ImageLimits, decode_digit
@@ -64,6 +66,11 @@ class MnistPredictor:
             return await self.batcher.submit(ImageUpload(name, data=data))
         async with self._big_decodes:
             image = await asyncio.to_thread(decode_digit, data, self.limits, name)
+        return await self.batcher.submit(ImageUpload(name, image=image))
+
+    async def predict_array(self, image: np.ndarray, name: str) -> DigitResult:
+        """The digit in a 28x28 uint8 image already in the model's form (MNIST-style); no decoding."""
+        self.check_available()
         return await self.batcher.submit(ImageUpload(name, image=image))
 
     def _observe_batch(self, size: int) -> None:
