@@ -33,10 +33,10 @@ def test_schemathesis_finds_nothing(tmp_path: Path, trained_store: Path) -> None
                 sys.executable,
                 "-m",
                 "schemathesis.cli",
+                "--config-file",
+                "schemathesis.toml",  # every check (and the one exception it explains)
                 "run",
                 f"{server.url}/openapi.json",
-                "--checks",
-                "all",
                 "--header",
                 f"Authorization: Bearer {TOKEN}",
                 "--seed",
@@ -66,7 +66,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path, trained_store: Path) -> None
     cases = ElementTree.parse(junit).getroot().findall(".//testcase")
     outcomes = {case.get("name", ""): [child.tag for child in case] for case in cases}
     assert not {name: tags for name, tags in outcomes.items() if tags}, output[-6000:]
-    assert set(outcomes) == operations, (sorted(operations - set(outcomes)), sorted(set(outcomes) - operations))
+    assert operations <= set(outcomes), sorted(operations - set(outcomes))  # (and its stateful run)
 
 
 def schema_operations(schema: dict) -> set[str]:
