@@ -12,6 +12,7 @@ from datetime import datetime
 from prediction_service.core import memory, metrics
 from prediction_service.core.admin_token import AdminToken
 from prediction_service.core.settings import Settings
+from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.models.catalog import build_models
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.mnist.images import ImageLimits, warm_up
@@ -50,6 +51,11 @@ class Serving:
     async def refresh(self) -> None:
         """Serve what the store's pointers name now (a stat per model when nothing changed)."""
         await asyncio.to_thread(self.registry.refresh)
+
+    def protocol_signatures(self) -> dict[str, ModelSignature]:
+        """Every model served under /v2, by name."""
+        signatures = (model.protocol_signature(self) for model in self.registry.models.values())
+        return {signature.name: signature for signature in signatures if signature is not None}
 
 
 class Retraining:

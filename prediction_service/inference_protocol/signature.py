@@ -1,6 +1,6 @@
 """What a model takes and gives in the protocol: its tensors, and how a request reaches its predict.
 
-A signature is declared once per model (see `signatures/`); the protocol's
+A signature is declared once per model (its `protocol_signature`); the protocol's
 metadata, Triton's model configuration and the checks of every request derive
 from it, so a model with a signature is served under /v2 without new routes.
 """

@@ -8,14 +8,18 @@ models/catalog.py. A loaded version is whatever `load` returns; its own typed `p
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from prediction_service.core.errors import ModelUnavailable
 from prediction_service.core.settings import Settings
+from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.serving.model_process import ModelProcess
 from prediction_service.storage.versions import ModelStore, StoredVersion
+
+if TYPE_CHECKING:
+    from prediction_service.services import Serving
 
 Loaded = TypeVar("Loaded")
 LoadedCo = TypeVar("LoadedCo", covariant=True)
@@ -117,6 +121,10 @@ class Model(Protocol[LoadedCo]):
 
     def load(self, stored: StoredVersion) -> LoadedCo:
         """Load a stored version so that it can serve; raise Unavailable, or any error for a bad version."""
+        ...
+
+    def protocol_signature(self, serving: "Serving") -> ModelSignature | None:
+        """Its tensors and predict under /v2 (the Open Inference Protocol); None: not served there."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""A third model needs its own code and one registering line: it then trains, loads, reports and predicts."""
+"""A third model needs its own code and one registering line: it then trains, loads, reports and predicts,
+through its own Python API and under /v2."""
 
 import json
 from pathlib import Path
@@ -9,8 +10,11 @@ from conftest import AUTH, make_settings
 from fastapi.testclient import TestClient
 
 from prediction_service.api.app import create_app
+from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
+from prediction_service.inference_protocol.tensors import Tensor
 from prediction_service.models import catalog
 from prediction_service.models.interface import ModelContext
+from prediction_service.services import Serving
 from prediction_service.storage.versions import ModelStore, StoredVersion
 
 SPECIES = ("setosa", "versicolor", "virginica")
@@ -60,6 +64,18 @@ class IrisModel:
     def load(self, stored: StoredVersion) -> FlowerClassifier:
         return FlowerClassifier(np.array(json.loads((stored.path / "centres.json").read_text())))
 
+    def protocol_signature(self, serving: Serving) -> ModelSignature:
+        """Served under /v2 too: rows of (sepal length, sepal width) -> species."""
+
+        async def predict(inputs: dict[str, Tensor]) -> Prediction:
+            served = serving.registry.serving(self.name, FlowerClassifier)
+            species = np.empty(len(inputs["sepals"].data), dtype=object)
+            species[:] = [served.predictor.predict(*row).encode() for row in inputs["sepals"].data.tolist()]
+            return Prediction([Tensor("species", "BYTES", species)], served.version)
+
+        sepals, species = TensorSpec("sepals", "FP32", (BATCH, 2)), TensorSpec("species", "BYTES", (BATCH,))
+        return ModelSignature(self.name, "numpy", (sepals,), (species,), predict)
+
 
 def test_a_third_model_is_one_registering_line(monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> None:
     monkeypatch.setattr(catalog, "MODELS", [*catalog.MODELS, IrisModel])  # the one line
@@ -80,6 +96,12 @@ def test_a_third_model_is_one_registering_line(monkeypatch: pytest.MonkeyPatch, 
         served = registry.serving("iris", FlowerClassifier)
         assert served.version == 1
         assert [served.predictor.predict(*flower) for flower in CENTRES] == list(SPECIES)
+
+        assert client.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+        body = {"inputs": [{"name": "sepals", "datatype": "FP32", "shape": [3, 2], "data": CENTRES.ravel().tolist()}]}
+        inferred = client.post("/v2/models/iris/infer", json=body)
+        assert inferred.status_code == 200, inferred.text
+        assert inferred.json()["outputs"][0]["data"] == list(SPECIES)
 
         activated = client.post("/models/iris/versions/1/activate", headers=AUTH)
         assert activated.status_code == 200

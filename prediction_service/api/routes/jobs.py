@@ -13,7 +13,7 @@ from prediction_service.api.deps import RegistryDep, RetrainingDep, ServingDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
-from prediction_service.models.mnist.model import MNIST
+from prediction_service.models.mnist import MNIST
 from prediction_service.services import Serving
 from prediction_service.storage.jobs import QUEUED, RUNNING, Job, JobStore
 

@@ -11,7 +11,7 @@ from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput, ServiceError
-from prediction_service.models.mnist.model import MNIST
+from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
 
 router = APIRouter(tags=["digits"])

@@ -18,11 +18,10 @@ from prediction_service.api.schemas import (
 )
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput
+from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS, PenguinClassifier
-from prediction_service.models.penguins.model import PenguinsModel
 
 router = APIRouter(tags=["penguins"])
-PENGUINS = PenguinsModel.name
 
 # PlainNumber after Query: validators placed before the constraints would hide them from the schema.
 BillLength = Annotated[

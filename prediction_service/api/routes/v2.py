@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_service.inference_protocol.service import InferenceProtocol
-from prediction_service.inference_protocol.signatures import all_signatures
 
 PREFIX = "/v2"
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
@@ -307,7 +306,7 @@ def install(app: FastAPI) -> None:
     services = app.state.services
     app.state.inference_protocol = InferenceProtocol(
         services.serving.registry,
-        all_signatures(services.serving),
+        services.serving.protocol_signatures(),
         services.settings.max_batch_items,
         (app.title, app.version),
     )

@@ -6,7 +6,6 @@ server loads neither TensorFlow nor the model itself.
 
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +13,14 @@ import numpy as np
 
 from prediction_service.core.files import write_atomic
 from prediction_service.core.provenance import library_versions
+from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.models.interface import ModelContext, ProgressCallback, final_epoch
+from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.dataset import load_mnist
 from prediction_service.models.mnist.images import normalize_digit
 from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT
+from prediction_service.models.mnist.predictor import MnistVersion
+from prediction_service.models.mnist.signature import protocol_signature
 from prediction_service.retraining import replay
 from prediction_service.serving.messages import LoadModel, ModelProcessFailed
 from prediction_service.storage.layout import HOLDOUT
@@ -26,9 +29,9 @@ from prediction_service.storage.versions import CorruptVersion, ModelStore, Stor
 if TYPE_CHECKING:
     import keras
 
-log = logging.getLogger(__name__)
+    from prediction_service.services import Serving
 
-MNIST = "mnist"
+log = logging.getLogger(__name__)
 
 
 class MnistCandidate:
@@ -88,14 +91,6 @@ class MnistRetrainingRecipe:
         return MnistCandidate(model, history)
 
 
-@dataclass(frozen=True)
-class MnistVersion:
-    """A version of the mnist model, loaded in the model's own process (serving.model_host)."""
-
-    version: int
-    onnx_path: Path
-
-
 class MnistModel:
     name = MNIST
     description = "the handwritten digit in an image (CNN), retrained from uploaded, labelled images"
@@ -128,6 +123,9 @@ class MnistModel:
             "libraries": library_versions(),
         }
         return store.add_version(self.name, lambda folder: cnn.save(model, folder), manifest)
+
+    def protocol_signature(self, serving: "Serving") -> ModelSignature:
+        return protocol_signature(serving.mnist)
 
     def load(self, stored: StoredVersion) -> MnistVersion:
         loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)

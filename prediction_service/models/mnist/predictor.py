@@ -8,13 +8,14 @@ memory stays bounded), so that it does not hold up a batch of small ones.
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from prediction_service.core import metrics
 from prediction_service.core.settings import Settings
+from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.images import ImageLimits, decode_digit
-from prediction_service.models.mnist.model import MNIST, MnistVersion
 from prediction_service.models.registry import Registry
 from prediction_service.serving.batching import MicroBatcher
 from prediction_service.serving.messages import ImageUpload, Predict
@@ -22,6 +23,14 @@ from prediction_service.serving.model_process import ModelProcess
 
 DECODE_HERE_BYTES = 64 * 1024  # bigger files are decoded in this process, in a thread
 BIG_DECODES_AT_ONCE = 2
+
+
+@dataclass(frozen=True)
+class MnistVersion:
+    """A version of the mnist model, loaded in the model's own process (serving.model_host)."""
+
+    version: int
+    onnx_path: Path
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+"""The penguins model: a KNN on bill and flipper length."""
+
+PENGUINS = "penguins"

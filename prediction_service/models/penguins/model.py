@@ -1,17 +1,24 @@
 """The penguins model as the service sees it: first training and loading (see models.interface)."""
 
 import logging
+from typing import TYPE_CHECKING
 
 from prediction_service.core.provenance import library_versions
+from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.models.interface import ModelContext
+from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier, train
+from prediction_service.models.penguins.signature import protocol_signature
 from prediction_service.storage.versions import ModelStore, StoredVersion
+
+if TYPE_CHECKING:
+    from prediction_service.services import Serving
 
 log = logging.getLogger(__name__)
 
 
 class PenguinsModel:
-    name = "penguins"
+    name = PENGUINS
     description = "a penguin's species from its bill and flipper length (KNN)"
     retraining = None
 
@@ -23,6 +30,9 @@ class PenguinsModel:
         log.info("trained %s: test accuracy %.4f", self.name, trained.test_accuracy)
         manifest = {"source": "initial training", **trained.manifest(self.csv_path), "libraries": library_versions()}
         return store.add_version(self.name, trained.save, manifest)
+
+    def protocol_signature(self, serving: "Serving") -> ModelSignature:
+        return protocol_signature(serving.registry)
 
     def load(self, stored: StoredVersion) -> PenguinClassifier:
         return PenguinClassifier.load(stored.path)

@@ -17,7 +17,7 @@ from prediction_service.core import metrics
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
 from prediction_service.inference_protocol.tensors import Tensor
-from prediction_service.models.mnist.model import MNIST
+from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
 
 IMAGE = "image"
@@ -30,7 +30,7 @@ INPUTS = (
 OUTPUTS = (TensorSpec("digit", "INT64", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 10)))
 
 
-def signature(digits: MnistPredictor) -> ModelSignature:
+def protocol_signature(digits: MnistPredictor) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         if (IMAGE in inputs) == (IMAGE_FILE in inputs):
             raise BadRequest(

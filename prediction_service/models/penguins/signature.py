@@ -8,17 +8,16 @@ from prediction_service.core import metrics
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
 from prediction_service.inference_protocol.tensors import Tensor
+from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier
-from prediction_service.models.penguins.model import PenguinsModel
 from prediction_service.models.registry import Registry
 
 INPUT = "measurements"  # bill_length_mm, flipper_length_mm: the same order as GET /predict's parameters
 INPUTS = (TensorSpec(INPUT, "FP32", (BATCH, 2)),)
-PENGUINS = PenguinsModel.name
 OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 3)))
 
 
-def signature(registry: Registry) -> ModelSignature:
+def protocol_signature(registry: Registry) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
         rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
