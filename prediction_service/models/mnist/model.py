@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class MnistCandidate:
-    """A retrained CNN, not yet stored."""
+    """A retrained CNN, not yet stored. (`cnn` imports TensorFlow: imported only where training happens.)"""
 
     def __init__(self, model: "keras.Model", history: list[dict[str, float]]) -> None:
         self.model = model
