@@ -15,7 +15,7 @@ NAME = "Penguins and digits prediction service"
 
 def description(registry: Registry) -> str:
     """What the service predicts: each model's own description."""
-    return f"Predicts {'; and '.join(model.description for model in registry.models.values())}."
+    return f"Predicts {'; '.join(model.description for model in registry.models.values())}."
 
 
 def statuses(registry: Registry) -> dict[str, ModelStatus]:
