@@ -312,5 +312,6 @@ def test_openapi_lists_the_v2_routes(client: TestClient) -> None:
     ):
         assert path in paths, path
     infer = paths["/v2/models/{name}/infer"]["post"]
-    assert {"application/json", "application/octet-stream"} <= set(infer["requestBody"]["content"])
+    assert set(infer["requestBody"]["content"]) == {"application/json"}
+    assert "Inference-Header-Content-Length" in infer["requestBody"]["description"]  # the binary extension
     assert {"200", "400", "404", "413", "503"} <= set(infer["responses"])

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_service.inference_protocol.service import InferenceProtocol
+from prediction_service.inference_protocol.tensors import DATATYPES
 
 PREFIX = "/v2"
 router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
@@ -84,7 +85,7 @@ TENSOR_SCHEMA = {
     "required": ["name", "datatype", "shape"],
     "properties": {
         "name": {"type": "string"},
-        "datatype": {"type": "string", "examples": ["FP32"]},
+        "datatype": {"type": "string", "enum": list(DATATYPES)},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "data": {"type": "array", "description": "Row-major values, flat or nested; BYTES as strings."},
         "parameters": {"type": "object", "description": "`binary_data_size` with the binary extension."},
@@ -93,7 +94,8 @@ TENSOR_SCHEMA = {
 INFER_BODY = {
     "requestBody": {
         "required": True,
-        "description": "JSON, or with the binary tensor data extension: a JSON header of "
+        # The binary extension is described, not declared as a second content type: any bytes would be schema-valid.
+        "description": "JSON; or, with the binary tensor data extension (any Content-Type), a JSON header of "
         "`Inference-Header-Content-Length` bytes followed by the raw tensors.",
         "content": {
             "application/json": {
@@ -127,7 +129,6 @@ INFER_BODY = {
                     }
                 },
             },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
