@@ -81,14 +81,15 @@ def test_a_class_ordered_upload_in_folders_is_published(
 def test_a_few_hundred_images_of_one_digit_are_learned_without_forgetting_the_others(
     client: TestClient, model_dir: Path, mnist_arrays: dict[str, np.ndarray]
 ) -> None:
-    digit = 8
+    # The digit the serving version reads worst: what someone collecting examples of its mistakes uploads.
+    digit = min(range(10), key=lambda label: holdout_accuracy_of(model_dir, 1, label))
     images = mnist_arrays["x_train"][mnist_arrays["y_train"] == digit][:300]
     job = upload(client, folders_zip(images, np.full(len(images), digit, np.uint8)))
     assert job["status"] == "succeeded", job
     assert job["result"]["published"] is True
     assert holdout_accuracy_of(model_dir, 2) >= holdout_accuracy_of(model_dir, 1) - MARGIN
     assert holdout_accuracy_of(model_dir, 2, digit) >= holdout_accuracy_of(model_dir, 1, digit)
-    for other in (0, 1, 7):  # the classes the upload lacks are still read
+    for other in set(range(10)) - {digit}:  # the classes the upload lacks are still read
         assert holdout_accuracy_of(model_dir, 2, other) >= 0.85, other
 
 
