@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # to the upload without forgetting what the hold-out set measures.
     retrain_learning_rate: float = Field(0.0003, gt=0, le=1)
     # Earlier training data mixed into each job, so that fine-tuning does not forget the classes an upload
-    # lacks; with 2,000 a 1,000-image job of 15 epochs takes ~16 s on 2 cores (~9 s without replay).
+    # lacks; with 2,000 a 1,000-image job of 15 epochs takes ~16-19 s on 2 cores (~9-12 s without).
     retrain_replay_size: int = Field(2000, ge=0, description="Replayed earlier images per retraining job.")
     retrain_gate_margin: float = Field(0.01, ge=0.0, le=1.0, description="Allowed hold-out accuracy drop.")
     training_threads: int = Field(1, ge=1, description="TensorFlow threads of a retraining job.")
