@@ -89,7 +89,9 @@ def test_a_mislabelled_upload_is_rejected_and_nothing_changes(
     serving, candidate = holdout_accuracy(model_dir, 1, mnist_arrays), holdout_accuracy(model_dir, 2, mnist_arrays)
     assert job["result"]["serving_accuracy"] == pytest.approx(serving, abs=NEAR_TIES)
     assert job["result"]["holdout_accuracy"] == pytest.approx(candidate, abs=NEAR_TIES)
-    assert candidate < serving - 0.03  # (about 0.87 against 0.97 here)
+    # Worse than the gate's margin (0.01) allows, by more than Keras and ONNX disagree on near-ties; replay's
+    # correct images soften the damage (0.87 to 0.94 against 0.97 in runs so far).
+    assert candidate < serving - 0.01 - NEAR_TIES
     assert job["result"]["published"] is False
     models = {model["name"]: model for model in client.get("/models").json()["models"]}
     assert models["mnist"]["serving_version"] == 1
