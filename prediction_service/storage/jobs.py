@@ -7,13 +7,12 @@ died while running becomes `interrupted` (and can be retried, back to queued).
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prediction_service.core.errors import Conflict, NotFound
+from prediction_service.storage.sqlite import SqliteDatabase
 from prediction_service.storage.versions import StoredVersion, utc_now
 
 QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
@@ -105,45 +104,10 @@ def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
 class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._schema_ready = False
-
-    def _create_schema(self) -> None:
-        # At the first use, not in __init__: making a JobStore does no I/O. Idempotent across processes.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-        finally:
-            db.close()
-        self._schema_ready = True
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A connection per operation: cheap for SQLite, and safe across threads and processes.
-        if not self._schema_ready:
-            self._create_schema()
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=FULL")
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        self.database = SqliteDatabase(path, SCHEMA)
 
     def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, model, status, created_at, upload, params) VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, model, QUEUED, utc_now(), json.dumps(upload), json.dumps(params)),
@@ -151,14 +115,14 @@ class JobStore:
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
-        with self._connect() as db:
+        with self.database.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
         return Job.from_row(row)
 
     def recent(self, limit: int = 50, status: str | None = None) -> list[Job]:
-        with self._connect() as db:
+        with self.database.connect() as db:
             if status:
                 rows = db.execute(
                     "SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit)
@@ -168,12 +132,12 @@ class JobStore:
         return [Job.from_row(row) for row in rows]
 
     def has_queued(self) -> bool:
-        with self._connect() as db:
+        with self.database.connect() as db:
             return db.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (QUEUED,)).fetchone() is not None
 
     def claim_next(self) -> Job | None:
         """Mark the oldest queued job running and return it (atomic across processes)."""
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
             if row is None:
                 return None
@@ -185,7 +149,7 @@ class JobStore:
         return self.get(row["id"])
 
     def set_progress(self, job_id: str, progress: dict[str, Any], epoch: dict[str, Any] | None = None) -> None:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             if epoch is not None:
                 db.execute(
                     "UPDATE jobs SET progress = ?, history = json_insert(history, '$[#]', json(?)) "
@@ -201,7 +165,7 @@ class JobStore:
     def record_outcome(self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
         """The training process's verdict; the job becomes final when its runner has swapped models."""
         outcome = {"status": status, "result": result, "error": error}
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
                 "UPDATE jobs SET progress = json_set(coalesce(progress, '{}'), '$.stage', 'finishing', "
                 "'$.outcome', json(?)) WHERE id = ? AND status = ?",
@@ -209,7 +173,7 @@ class JobStore:
             )
 
     def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
                 (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id),
@@ -219,7 +183,7 @@ class JobStore:
         return self.recent(limit=1000, status=RUNNING)
 
     def retry(self, job_id: str) -> Job:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")

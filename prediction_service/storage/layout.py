@@ -3,6 +3,7 @@
 MODEL_DIR/
   admin_token                   the generated admin token (mode 0600)
   jobs.sqlite3                  retraining job records
+  learning.sqlite3              the prediction log and the learning loop's records (feedback, shadow)
   .training.lock                held by the process whose training job runs
   uploads/<job id>/             an accepted upload: dataset.npz and manifest.json
   uploads/.incoming-*.zip       a received zip while it is checked
@@ -37,6 +38,10 @@ class Layout:
     @property
     def jobs(self) -> Path:
         return self.root / "jobs.sqlite3"
+
+    @property
+    def learning(self) -> Path:
+        return self.root / "learning.sqlite3"
 
     @property
     def training_lock(self) -> Path:

@@ -1,0 +1,53 @@
+"""A SQLite database file shared by every process that uses MODEL_DIR (WAL: readers never wait for the writer)."""
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class SqliteDatabase:
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        self.schema = schema
+        self._schema_ready = False
+
+    def _create_schema(self) -> None:
+        # At the first use, not in __init__: making a store does no I/O. Idempotent across processes.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(self.schema)
+        finally:
+            db.close()
+        self._schema_ready = True
+
+    @contextmanager
+    def connect(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """A connection per operation: cheap for SQLite, and safe across threads and processes.
+
+        `synchronous`: FULL makes a commit survive a power cut; NORMAL (in WAL mode) survives a process
+        crash but may lose the last commits on a power cut, for much cheaper commits.
+        """
+        if not self._schema_ready:
+            self._create_schema()
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def transaction(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: the write lock from the start, so read-then-write is atomic across processes."""
+        with self.connect(synchronous) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
