@@ -26,6 +26,7 @@ from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.predictions import PredictionLog
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -38,6 +39,7 @@ class Serving:
         models = build_models(ModelContext(settings, self.model_process))
         self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
+        self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
 
     async def start(self) -> None:
         await self.model_process.start()

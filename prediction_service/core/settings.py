@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send its body.")
     header_timeout: float = Field(10.0, gt=0, description="Seconds a client may take to send its request headers.")
 
+    # The learning loop
+    prediction_log_max: int = Field(
+        100_000, ge=0, description="Predictions kept so that feedback can refer to them; 0: none (no feedback)."
+    )
+
     # Logs
     log_level: str = "INFO"
     json_logs: bool = False
