@@ -24,6 +24,7 @@ from prediction_service.retraining.notifications import Notifier
 from prediction_service.retraining.runner import JobRunner
 from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
+from prediction_service.serving.prediction_recorder import PredictionRecorder
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.predictions import PredictionLog
@@ -40,14 +41,17 @@ class Serving:
         self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
         self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
+        self.recorder = PredictionRecorder(self.prediction_log)
 
     async def start(self) -> None:
         await self.model_process.start()
         await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(warm_up))
         self.mnist.start()
+        self.recorder.start()
 
     async def stop(self) -> None:
         await self.mnist.stop()
+        await self.recorder.stop()  # after the last answers: they are all written
         await self.model_process.stop()
 
     async def refresh(self) -> None:

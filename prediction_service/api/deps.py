@@ -8,6 +8,7 @@ from prediction_service.core.settings import Settings
 from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
 from prediction_service.services import Retraining, Services, Serving
+from prediction_service.serving.prediction_recorder import PredictionRecorder
 
 
 async def get_services(request: Request) -> Services:
@@ -26,6 +27,10 @@ async def get_mnist(request: Request) -> MnistPredictor:
     return request.app.state.services.serving.mnist
 
 
+async def get_recorder(request: Request) -> PredictionRecorder:
+    return request.app.state.services.serving.recorder
+
+
 async def get_retraining(request: Request) -> Retraining:
     return request.app.state.services.retraining
 
@@ -38,5 +43,6 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 MnistDep = Annotated[MnistPredictor, Depends(get_mnist)]
+RecorderDep = Annotated[PredictionRecorder, Depends(get_recorder)]
 RetrainingDep = Annotated[Retraining, Depends(get_retraining)]
 SettingsDep = Annotated[Settings, Depends(get_settings_of_app)]

@@ -25,6 +25,16 @@ def part_media_types(field: str, media_types: str) -> dict:
     return {"requestBody": {"content": {"multipart/form-data": {"encoding": {field: {"contentType": media_types}}}}}}
 
 
+PredictionId = Annotated[
+    str,
+    Field(
+        description="This prediction's id: POST /predictions/{prediction_id}/feedback tells the service its true "
+        "label.",
+        examples=["3f2b6c1e9a4d4e0f8b7a6c5d4e3f2a1b"],
+    ),
+]
+
+
 class ServiceInfo(BaseModel):
     name: str
     description: str
@@ -52,6 +62,7 @@ class PenguinPrediction(BaseModel):
     probabilities: dict[str, float] = Field(description="Share of the 11 nearest training penguins per species.")
     model_version: int
     warnings: list[str] = Field(default_factory=list, description="Why the prediction may be unreliable.")
+    prediction_id: PredictionId
 
 
 class DigitPrediction(BaseModel):
@@ -60,6 +71,7 @@ class DigitPrediction(BaseModel):
     probabilities: list[float] = Field(description="Probability of each digit 0-9.")
     confidence: float = Field(description="Probability of the predicted digit.")
     model_version: int
+    prediction_id: PredictionId
 
 
 class VersionInfo(BaseModel):
@@ -142,6 +154,7 @@ class PenguinBatchItem(BaseModel):
     probabilities: dict[str, float] | None = None
     model_version: int | None = None
     warnings: list[str] = Field(default_factory=list)
+    prediction_id: PredictionId | None = None
     error: str | None = Field(None, description="Why this row could not be predicted (other rows still are).")
 
 
@@ -153,5 +166,6 @@ class DigitBatchItem(BaseModel):
     probabilities: list[float] | None = None
     confidence: float | None = None
     model_version: int | None = None
+    prediction_id: PredictionId | None = None
     error: str | None = Field(None, description="Why this file could not be read (other files still are).")
     status: int = Field(200, description="The HTTP status this file alone would have got.")

@@ -33,6 +33,10 @@ JOB_DURATION = Histogram(
 BATCH_SIZE = Histogram(
     "inference_batch_size", "Images per mnist-model inference call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+PREDICTION_LOG_DROPPED = Counter(
+    "prediction_log_dropped_total",
+    "Predictions answered but not kept in the prediction log (its writer fell behind or failed).",
+)
 QUEUE_DEPTH = Gauge("inference_queue_depth", "Images waiting for the mnist model.", multiprocess_mode="livesum")
 
 

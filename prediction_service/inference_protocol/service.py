@@ -59,7 +59,12 @@ class InferenceProtocol:
         if request.outputs:
             outputs = [tensor for tensor in outputs if tensor.name in request.outputs]
         body, headers = encode_response(
-            name, prediction.model_version, request, outputs, request.id if request.id is not None else request_id
+            name,
+            prediction.model_version,
+            request,
+            outputs,
+            request.id if request.id is not None else request_id,
+            {"prediction_ids": prediction.prediction_ids} if prediction.prediction_ids else None,
         )
         return body, headers, prediction.model_version
 

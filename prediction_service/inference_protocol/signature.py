@@ -6,7 +6,7 @@ from it, so a model with a signature is served under /v2 without new routes.
 """
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prediction_service.inference_protocol.errors import BadRequest
@@ -59,6 +59,7 @@ def triton_type(datatype: str) -> str:
 class Prediction:
     outputs: list[Tensor]
     model_version: int
+    prediction_ids: list[str] = field(default_factory=list)  # one per row; answered in the response's parameters
 
 
 # Decoded, checked input tensors by name -> every output of the model.

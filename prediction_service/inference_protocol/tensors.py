@@ -236,6 +236,7 @@ def encode_response(
     request: InferenceRequest,
     outputs: list[Tensor],
     request_id: str | None,
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and the headers it needs (the binary extension's, when an output is binary)."""
     described = []
@@ -254,6 +255,8 @@ def encode_response(
     document: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version), "outputs": described}
     if request_id is not None:
         document["id"] = request_id
+    if parameters:
+        document["parameters"] = parameters
     header = pydantic_core.to_json(document)
     if not binary_parts:
         return header, {"content-type": "application/json"}

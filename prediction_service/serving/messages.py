@@ -39,8 +39,13 @@ class Predict(NamedTuple):
     uploads: list[ImageUpload]
 
 
-# Per upload: the probability of each class, or why that one file could not be read.
-Outcome = list[float] | ServiceError
+class Classified(NamedTuple):
+    probabilities: list[float]  # of each class
+    image: np.ndarray  # the normalised 28x28 uint8 digit the model saw (the prediction log keeps it)
+
+
+# Per upload: what the model made of it, or why that one file could not be read.
+Outcome = Classified | ServiceError
 
 
 class Reply(NamedTuple):

@@ -20,6 +20,7 @@ from prediction_service.core.errors import ServiceError
 from prediction_service.models.mnist.images import ImageLimits, decode_digits, warm_up
 from prediction_service.models.mnist.onnx_runtime import OnnxDigitClassifier
 from prediction_service.serving.messages import (
+    Classified,
     LoadModel,
     ModelProcessFailed,
     Outcome,
@@ -65,7 +66,7 @@ class ModelHost:
             model = self.model(request.version, request.onnx_path)
             probabilities = model.probabilities(np.stack([images[i] for i in ready]))  # type: ignore[misc]
             for position, row in zip(ready, probabilities.tolist(), strict=True):
-                outcomes[position] = row
+                outcomes[position] = Classified(row, images[position])  # type: ignore[arg-type]
         return [outcome for outcome in outcomes if outcome is not None]
 
     def handle(self, message: LoadModel | Predict) -> Reply:

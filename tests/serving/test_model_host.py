@@ -4,9 +4,9 @@ import numpy as np
 from conftest import SAMPLES
 
 from prediction_service.core.errors import ServiceError
-from prediction_service.models.mnist.images import ImageLimits
+from prediction_service.models.mnist.images import ImageLimits, decode_digit
 from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT
-from prediction_service.serving.messages import ImageUpload, LoadModel, Predict, Reply
+from prediction_service.serving.messages import Classified, ImageUpload, LoadModel, Predict, Reply
 from prediction_service.serving.model_host import ModelHost
 
 
@@ -23,9 +23,10 @@ def test_an_older_version_can_serve_again_after_newer_ones(model_dir: Path) -> N
     reply = host.handle(Predict(1, path, [ImageUpload("d.png", (SAMPLES / "test_img0.png").read_bytes())]))
     assert reply.failure is None
     assert reply.outcomes is not None
-    assert isinstance(reply.outcomes[0], list)
-    assert abs(sum(reply.outcomes[0]) - 1) < 1e-3
-    assert int(np.argmax(reply.outcomes[0])) == 4  # test_img0.png shows a 4
+    outcome = reply.outcomes[0]
+    assert isinstance(outcome, Classified)
+    assert abs(sum(outcome.probabilities) - 1) < 1e-3
+    assert int(np.argmax(outcome.probabilities)) == 4  # test_img0.png shows a 4
     assert list(host.models) == [3, 1]  # the two used last
 
 
@@ -40,8 +41,25 @@ def test_bad_files_in_a_batch_get_their_own_errors(model_dir: Path) -> None:
     assert reply.failure is None
     outcomes = reply.outcomes
     assert outcomes is not None
-    assert [type(outcome) for outcome in outcomes][::2] == [list, list]
+    assert [type(outcome) for outcome in outcomes][::2] == [Classified, Classified]
     error = outcomes[1]
     assert isinstance(error, ServiceError)
     assert error.status_code == 415
     assert "notes.txt" in error.detail
+
+
+def test_each_outcome_carries_the_normalised_digit_the_model_saw(model_dir: Path) -> None:
+    """The prediction log keeps the model's input: the 28x28 uint8 digit after decoding and normalising."""
+    data = (SAMPLES / "test_img0.png").read_bytes()
+    already_decoded = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    host = ModelHost(ImageLimits(1 << 20, 1 << 24), threads=1)
+    reply = host.handle(
+        Predict(1, onnx_model(model_dir), [ImageUpload("d.png", data=data), ImageUpload("x", image=already_decoded)])
+    )
+    assert reply.outcomes is not None
+    decoded, passed_through = reply.outcomes
+    assert isinstance(decoded, Classified) and isinstance(passed_through, Classified)
+    expected = decode_digit(data, ImageLimits(1 << 20, 1 << 24))
+    assert decoded.image.dtype == np.uint8 and decoded.image.shape == (28, 28)
+    np.testing.assert_array_equal(decoded.image, expected)
+    np.testing.assert_array_equal(passed_through.image, already_decoded)

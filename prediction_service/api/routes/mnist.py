@@ -6,20 +6,22 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import MnistDep, SettingsDep
+from prediction_service.api.deps import MnistDep, RecorderDep, SettingsDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput, ServiceError
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
+from prediction_service.serving.prediction_recorder import PredictionRecorder
 
 router = APIRouter(tags=["digits"])
 IMAGE_TYPES = "image/png, image/jpeg, image/gif, image/bmp, image/webp"
 
 
-def answer(result: DigitResult, filename: str | None) -> dict:
-    """The answer for one image (DigitPrediction's shape, checked by the tests), counted in the metrics."""
+def answer(result: DigitResult, filename: str | None, recorder: PredictionRecorder) -> dict:
+    """The answer for one image (DigitPrediction's shape, checked by the tests), counted in the metrics and
+    recorded in the prediction log."""
     metrics.count_prediction(MNIST, result.model_version, result.digit)
     return {
         "filename": filename,
@@ -27,6 +29,7 @@ def answer(result: DigitResult, filename: str | None) -> dict:
         "probabilities": result.probabilities,
         "confidence": result.confidence,
         "model_version": result.model_version,
+        "prediction_id": recorder.record(MNIST, result.model_version, str(result.digit), result.image),
     }
 
 
@@ -40,12 +43,12 @@ def answer(result: DigitResult, filename: str | None) -> dict:
     responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=part_media_types("file", IMAGE_TYPES),
 )
-async def predict_image(file: UploadFile, mnist: MnistDep, request: Request) -> JSONResponse:
+async def predict_image(file: UploadFile, mnist: MnistDep, recorder: RecorderDep, request: Request) -> JSONResponse:
     # The hottest route: the answer built directly (its shape is DigitPrediction, checked by the
     # tests), not validated again by FastAPI.
     result = await _predict(mnist, file.filename, await file.read())
     request.state.model_version = result.model_version
-    return JSONResponse(answer(result, file.filename))
+    return JSONResponse(answer(result, file.filename, recorder))
 
 
 async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> DigitResult:
@@ -61,7 +64,10 @@ async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> 
     openapi_extra=part_media_types("files", IMAGE_TYPES),
 )
 async def predict_images(
-    files: Annotated[list[UploadFile], File(min_length=1)], mnist: MnistDep, settings: SettingsDep
+    files: Annotated[list[UploadFile], File(min_length=1)],
+    mnist: MnistDep,
+    recorder: RecorderDep,
+    settings: SettingsDep,
 ) -> list[DigitBatchItem]:
     mnist.check_available()
     if len(files) > settings.max_batch_items:
@@ -75,5 +81,5 @@ async def predict_images(
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            answers.append(DigitBatchItem(**answer(outcome, name)))
+            answers.append(DigitBatchItem(**answer(outcome, name, recorder)))
     return answers

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from prediction_service.api.deps import RegistryDep, SettingsDep
+from prediction_service.api.deps import RecorderDep, RegistryDep, SettingsDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import (
     PenguinBatchItem,
@@ -53,7 +53,11 @@ FlipperLength = Annotated[
     responses=error_responses(422, 503),
 )
 async def predict_penguin(
-    bill_length_mm: BillLength, flipper_length_mm: FlipperLength, registry: RegistryDep, request: Request
+    bill_length_mm: BillLength,
+    flipper_length_mm: FlipperLength,
+    registry: RegistryDep,
+    recorder: RecorderDep,
+    request: Request,
 ) -> Response:
     # The hottest route: the answer built directly (its shape is PenguinPrediction, checked by the
     # tests), not validated again by FastAPI.
@@ -61,12 +65,14 @@ async def predict_penguin(
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
     request.state.model_version = served.version
     metrics.count_prediction(PENGUINS, served.version, prediction.species)
+    measurements = (bill_length_mm, flipper_length_mm)
     answer = {
         "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
         "result": prediction.species,
         "probabilities": prediction.probabilities,
         "model_version": served.version,
         "warnings": prediction.warnings,
+        "prediction_id": recorder.record(PENGUINS, served.version, prediction.species, measurements),
     }
     return Response(pydantic_core.to_json(answer), media_type="application/json")  # ~3x faster than json.dumps
 
@@ -92,7 +98,9 @@ BatchBody = Annotated[
     "others are still answered.",
     responses=error_responses(400, 413, 422, 503),
 )
-async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: SettingsDep) -> list[PenguinBatchItem]:
+async def predict_penguins(
+    rows: BatchBody, registry: RegistryDep, recorder: RecorderDep, settings: SettingsDep
+) -> list[PenguinBatchItem]:
     if len(rows) > settings.max_batch_items:
         raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
     served = registry.serving(PENGUINS, PenguinClassifier)
@@ -109,11 +117,13 @@ async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: Set
     predictions = served.predictor.predict_many([(p.bill_length_mm, p.flipper_length_mm) for _, p in valid])
     for (index, penguin), prediction in zip(valid, predictions, strict=True):
         metrics.count_prediction(PENGUINS, served.version, prediction.species)
+        measurements = (penguin.bill_length_mm, penguin.flipper_length_mm)
         answers[index] = PenguinBatchItem(
             parameters=PenguinParameters(**penguin.model_dump()),
             result=prediction.species,
             probabilities=prediction.probabilities,
             model_version=served.version,
             warnings=prediction.warnings,
+            prediction_id=recorder.record(PENGUINS, served.version, prediction.species, measurements),
         )
     return [answer for answer in answers if answer is not None]

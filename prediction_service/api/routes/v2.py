@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_service.inference_protocol.service import InferenceProtocol
@@ -66,6 +66,12 @@ class InferenceResponse(BaseModel):
     model_name: str
     model_version: str
     id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="`prediction_ids`: each row's prediction id, in row order "
+        "(POST /predictions/{prediction_id}/feedback tells the service its true label).",
+        examples=[{"prediction_ids": ["3f2b6c1e9a4d4e0f8b7a6c5d4e3f2a1b"]}],
+    )
     outputs: list[OutputTensor]
 
 

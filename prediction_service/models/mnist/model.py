@@ -125,7 +125,7 @@ class MnistModel:
         return store.add_version(self.name, lambda folder: cnn.save(model, folder), manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.mnist)
+        return protocol_signature(serving.mnist, serving.recorder)
 
     def load(self, stored: StoredVersion) -> MnistVersion:
         loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)

@@ -7,7 +7,7 @@ memory stays bounded), so that it does not hold up a batch of small ones.
 """
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class DigitResult:
     digit: int
     probabilities: list[float]
     model_version: int
+    image: np.ndarray = field(compare=False, repr=False)  # the normalised 28x28 uint8 digit the model saw
 
     @property
     def confidence(self) -> float:
@@ -98,6 +99,7 @@ class MnistPredictor:
             if isinstance(outcome, BaseException):
                 results.append(outcome)
             else:
-                digit = max(range(len(outcome)), key=outcome.__getitem__)
-                results.append(DigitResult(digit, [round(p, 6) for p in outcome], model.version))
+                probabilities = outcome.probabilities
+                digit = max(range(len(probabilities)), key=probabilities.__getitem__)
+                results.append(DigitResult(digit, [round(p, 6) for p in probabilities], model.version, outcome.image))
         return results

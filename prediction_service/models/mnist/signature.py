@@ -19,6 +19,7 @@ from prediction_service.inference_protocol.signature import BATCH, ModelSignatur
 from prediction_service.inference_protocol.tensors import Tensor
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
+from prediction_service.serving.prediction_recorder import PredictionRecorder
 
 IMAGE = "image"
 IMAGE_FILE = "image_file"
@@ -30,7 +31,7 @@ INPUTS = (
 OUTPUTS = (TensorSpec("digit", "INT64", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 10)))
 
 
-def protocol_signature(digits: MnistPredictor) -> ModelSignature:
+def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         if (IMAGE in inputs) == (IMAGE_FILE in inputs):
             raise BadRequest(
@@ -51,12 +52,14 @@ def protocol_signature(digits: MnistPredictor) -> ModelSignature:
             results.append(outcome)
         for result in results:
             metrics.count_prediction(MNIST, result.model_version, result.digit)
+        ids = [recorder.record(MNIST, r.model_version, str(r.digit), r.image) for r in results]
         digit = np.array([result.digit for result in results], dtype=np.int64)
         # float64 until encoded (as FP32): JSON then shows the rounded values, without float32 noise.
         probabilities = np.array([result.probabilities for result in results], dtype=np.float64)
         return Prediction(
             [Tensor("digit", "INT64", digit), Tensor("probabilities", "FP32", probabilities)],
             results[0].model_version,
+            ids,
         )
 
     return ModelSignature(MNIST, "onnxruntime_onnx", INPUTS, OUTPUTS, predict)

@@ -32,7 +32,7 @@ class PenguinsModel:
         return store.add_version(self.name, trained.save, manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.registry)
+        return protocol_signature(serving.registry, serving.recorder)
 
     def load(self, stored: StoredVersion) -> PenguinClassifier:
         return PenguinClassifier.load(stored.path)

@@ -11,13 +11,14 @@ from prediction_service.inference_protocol.tensors import Tensor
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.models.registry import Registry
+from prediction_service.serving.prediction_recorder import PredictionRecorder
 
 INPUT = "measurements"  # bill_length_mm, flipper_length_mm: the same order as GET /predict's parameters
 INPUTS = (TensorSpec(INPUT, "FP32", (BATCH, 2)),)
 OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 3)))
 
 
-def protocol_signature(registry: Registry) -> ModelSignature:
+def protocol_signature(registry: Registry, recorder: PredictionRecorder) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
         rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
@@ -33,8 +34,12 @@ def protocol_signature(registry: Registry) -> ModelSignature:
         probabilities = np.array([list(p.probabilities.values()) for p in predictions], dtype=np.float64)
         for prediction in predictions:
             metrics.count_prediction(PENGUINS, served.version, prediction.species)
+        ids = [
+            recorder.record(PENGUINS, served.version, prediction.species, row)
+            for row, prediction in zip(rows, predictions, strict=True)
+        ]
         return Prediction(
-            [Tensor("species", "BYTES", species), Tensor("probabilities", "FP32", probabilities)], served.version
+            [Tensor("species", "BYTES", species), Tensor("probabilities", "FP32", probabilities)], served.version, ids
         )
 
     return ModelSignature(PENGUINS, "numpy_knn", INPUTS, OUTPUTS, predict)
