@@ -58,8 +58,10 @@ def test_each_outcome_carries_the_normalised_digit_the_model_saw(model_dir: Path
     )
     assert reply.outcomes is not None
     decoded, passed_through = reply.outcomes
-    assert isinstance(decoded, Classified) and isinstance(passed_through, Classified)
+    assert isinstance(decoded, Classified)
+    assert isinstance(passed_through, Classified)
     expected = decode_digit(data, ImageLimits(1 << 20, 1 << 24))
-    assert decoded.image.dtype == np.uint8 and decoded.image.shape == (28, 28)
+    assert decoded.image.dtype == np.uint8
+    assert decoded.image.shape == (28, 28)
     np.testing.assert_array_equal(decoded.image, expected)
     np.testing.assert_array_equal(passed_through.image, already_decoded)
