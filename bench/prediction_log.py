@@ -1,6 +1,6 @@
 """What keeping the prediction log costs the answers: the same server with the log on and off, in one run.
 
-    python bench/prediction_log.py [--duration 5] [--rounds 3]
+    python bench/prediction_log.py [--duration 5] [--rounds 5]
 
 Starts the project twice on loopback (one uvicorn worker each, copies of one trained MODEL_DIR): with the
 log on (the default PREDICTION_LOG_MAX) and off (PREDICTION_LOG_MAX=0). Loads GET /predict and POST
@@ -33,7 +33,7 @@ Results = dict[tuple[str, str, int], dict[str, float]]  # (variant, endpoint, co
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk runs per figure (medians reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved wrk runs per figure (medians reported)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
