@@ -28,7 +28,7 @@ API_TAGS = [
     {"name": "service", "description": "What the service is, health, metrics."},
     {"name": "penguins", "description": "Penguin species from bill and flipper length (KNN)."},
     {"name": "digits", "description": "The handwritten digit in an image (CNN)."},
-    {"name": "retraining", "description": "Retrain the mnist model from labelled images; follow the jobs."},
+    {"name": "retraining", "description": "Retrain a model from labelled images or penguins; follow the jobs."},
     {"name": "models", "description": "Model versions: list them, choose the one that serves."},
 ]
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits={
             "/upload-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
             "/predict-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
+            "/upload-penguins": (settings.max_csv_bytes + MULTIPART_OVERHEAD, "MAX_CSV_BYTES"),
         },
         default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
         timeout=settings.request_timeout,

@@ -89,7 +89,8 @@ class UploadSummary(BaseModel):
     filename: str = ""
     bytes: int = 0
     sha256: str | None = None
-    images: int
+    images: int | None = Field(None, description="Images in a zip (mnist).")
+    rows: int | None = Field(None, description="Rows in a CSV (penguins).")
     layout: str
     label_counts: dict[str, int]
     received_at: str
@@ -109,13 +110,15 @@ class JobInfo(BaseModel):
     progress: dict[str, Any] | None = Field(
         None,
         description="While running: stage, epoch, epochs, loss, accuracy, eta_seconds, and once loaded "
-        "upload_images and replay_images (the earlier images mixed in against forgetting).",
+        "upload_images and replay_images (the earlier images mixed in against forgetting; for penguins "
+        "upload_rows and replay_rows).",
     )
     history: list[dict[str, Any]] = Field(default_factory=list, description="Metrics of every finished epoch.")
     result: dict[str, Any] | None = Field(
         None,
         description="At the end: the new version, its hold-out accuracy and the serving version's, and how many "
-        "upload_images and replay_images it trained on.",
+        "upload_images and replay_images (penguins: upload_rows, replay_rows) it trained on; `refused`: why a "
+        "candidate was not even stored.",
     )
     error: str | None = None
 

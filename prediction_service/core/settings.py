@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_zip_uncompressed_bytes: int = Field(1024 * MIB, ge=1)
     max_zip_compression_ratio: float = Field(100.0, gt=1.0)
     max_batch_items: int = Field(256, ge=1, description="Rows or files in one batch request.")
+    max_csv_rows: int = Field(100_000, ge=1, description="Rows of a CSV of labelled penguins.")
+    max_csv_bytes: int = Field(10 * MIB, ge=1, description="Bytes of a CSV of labelled penguins.")
 
     # Serving
     reload_interval: float = Field(0.5, gt=0, description="Seconds between checks for a new serving version.")

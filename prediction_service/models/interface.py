@@ -61,6 +61,11 @@ class Candidate(Protocol):
 
     def score(self, holdout: tuple[np.ndarray, np.ndarray]) -> float: ...
 
+    def refusal(self, holdout: tuple[np.ndarray, np.ndarray]) -> str | None:
+        """Why this candidate must not be published whatever its score (e.g. it would not serve what it
+        learned); None: nothing stops it."""
+        ...
+
     def save(self, folder: Path) -> None: ...
 
 
@@ -80,6 +85,16 @@ class RetrainingRecipe(Protocol):
     (labelled arrays: an accepted upload, storage.uploads, plus a replay sample of earlier data)."""
 
     gate_metric: str  # the hold-out metric a candidate must not lose (more than the margin) against the serving one
+    unit: str  # what its examples are called in job records and manifests ("images", "rows")
+
+    def params(self, settings: Settings) -> dict[str, Any]:
+        """A job's parameters, fixed when it is queued. `replay_size`: examples replayed (None: all);
+        `gate_margin`: RETRAIN_GATE_MARGIN; `epochs`, if it trains in epochs."""
+        ...
+
+    def set_up_process(self, threads: int) -> None:
+        """Bound the training's threads, in the job's process before anything else runs there."""
+        ...
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
         """The fixed hold-out set every version of the model is scored on."""

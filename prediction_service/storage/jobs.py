@@ -87,17 +87,23 @@ def new_job_id() -> str:
 
 def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
     """A finished job's result: the version it stored and the gate's verdict (from the version's manifest)."""
-    gate = version.manifest.get("gate") or {}
-    training_data = version.manifest.get("training_data", {})
+    return job_result_of(version.manifest, version.version, published)
+
+
+def job_result_of(manifest: dict[str, Any], version: int | None, published: bool) -> dict[str, Any]:
+    """The result of a job whose candidate has this manifest (`version` None: the candidate was not stored)."""
+    gate = manifest.get("gate") or {}
+    training_data = manifest.get("training_data", {})
+    unit = training_data.get("unit", "images")  # manifests from before other models retrained: images
     return {
-        "version": version.version,
+        "version": version,
         "published": published,
         "holdout_accuracy": gate.get("candidate_accuracy"),
         "serving_version": gate.get("serving_version"),
         "serving_accuracy": gate.get("serving_accuracy"),
         "margin": gate.get("margin"),
-        "upload_images": training_data.get("images"),
-        "replay_images": training_data.get("replay_images"),
+        f"upload_{unit}": training_data.get(unit),
+        f"replay_{unit}": training_data.get(f"replay_{unit}"),
     }
 
 

@@ -1,4 +1,4 @@
-"""The penguins model as the service sees it: first training and loading (see models.interface)."""
+"""The penguins model as the service sees it: first training, retraining, loading (see models.interface)."""
 
 import logging
 from typing import TYPE_CHECKING
@@ -8,6 +8,11 @@ from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier, train
+from prediction_service.models.penguins.retraining import (
+    PenguinsRetrainingRecipe,
+    fast_path_refusal,
+    save_first_training_files,
+)
 from prediction_service.models.penguins.signature import protocol_signature
 from prediction_service.storage.versions import ModelStore, StoredVersion
 
@@ -20,7 +25,7 @@ log = logging.getLogger(__name__)
 class PenguinsModel:
     name = PENGUINS
     description = "a penguin's species from its bill and flipper length (KNN)"
-    retraining = None
+    retraining = PenguinsRetrainingRecipe()
 
     def __init__(self, context: ModelContext) -> None:
         self.csv_path = context.settings.penguins_csv
@@ -28,6 +33,13 @@ class PenguinsModel:
     def train_first_version(self, store: ModelStore) -> StoredVersion:
         trained = train(self.csv_path)
         log.info("trained %s: test accuracy %.4f", self.name, trained.test_accuracy)
+        classifier = PenguinClassifier(
+            trained.pipeline, trained.species, trained.train_features, trained.train_labels, trained.feature_ranges
+        )
+        refusal = fast_path_refusal(classifier, (trained.test_features, trained.test_labels), trained.train_features)
+        if refusal is not None:
+            raise RuntimeError(refusal)
+        save_first_training_files(store, trained)
         manifest = {"source": "initial training", **trained.manifest(self.csv_path), "libraries": library_versions()}
         return store.add_version(self.name, trained.save, manifest)
 
