@@ -124,7 +124,7 @@ class JobRunner:
             return False
 
     async def _train(self, job: Job) -> None:
-        log.info("job %s: training on %d images", job.id, job.upload.get("images", 0))
+        log.info("job %s: retraining %s", job.id, job.model)
         settings = self.settings
         self._process = await start_child(
             "prediction_service.retraining.training_job",

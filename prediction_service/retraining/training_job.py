@@ -6,8 +6,11 @@ It fine-tunes a fresh copy of the serving version (never the object that serves)
 on the job's uploaded data plus a replay sample of what that version learned
 from (so it does not forget the classes the upload lacks), scores it on the
 model's fixed hold-out set, stores it as a new version, and makes it serve only
-if it passes the gate. What the model needs for this is its `retraining`
-(models.interface). Progress goes to the job record after every epoch.
+if it passes the gate. A candidate that the model itself refuses (e.g. its fast
+path would answer otherwise than what it learned) is rejected and not stored.
+What the model needs for this is its `retraining` (models.interface), which also
+bounds its threads: only the digit model's jobs load TensorFlow. Progress goes
+to the job record after every epoch.
 """
 
 import argparse

@@ -222,8 +222,10 @@ async function refreshJobs() {
       row.insertCell().textContent = job.created_at.replace("T", " ").replace("+00:00", " UTC");
       const status = row.insertCell();
       status.append(text("span", job.status, `badge ${job.status}`));
-      row.insertCell().textContent = job.upload.images;
-      row.insertCell().textContent = job.result
+      row.insertCell().textContent = job.upload.images ?? `${job.upload.rows} penguins`;
+      row.insertCell().textContent = job.result?.refused
+        ? `not stored: ${job.result.refused}`
+        : job.result
         ? `v${job.result.version} ${percent(job.result.holdout_accuracy)} vs v${job.result.serving_version} ${percent(job.result.serving_accuracy)}`
         : job.error || "";
       row.addEventListener("click", () => (["queued", "running"].includes(job.status) ? follow(job.job_id) : showPastJob(job.job_id)));

@@ -188,7 +188,12 @@ class PenguinClassifier:
         flipper = (flipper_length_mm - self._mean[1]) / self._scale[1]
         distances = (self._points_x - bill) ** 2 + (self._points_y - flipper) ** 2
         order = np.argsort(distances, kind="stable")
-        if self._undecided(distances[None, :], order[None, :])[0]:
+        # The common case in two scalar reads: the k-th and the next nearest are not at one distance.
+        near_tie = len(order) > self._k and (
+            distances[order[self._k]] - distances[order[self._k - 1]]
+            <= TIE_TOLERANCE * (1 + distances[order[self._k - 1]])
+        )
+        if near_tie and self._undecided(distances[None, :], order[None, :])[0]:
             probabilities = self.pipeline_probabilities(np.array([[bill_length_mm, flipper_length_mm]]))[0]
         else:
             probabilities = np.bincount(self._labels[order[: self._k]], minlength=len(self.species)) / self._k
