@@ -12,6 +12,10 @@ from fastapi.testclient import TestClient
 
 from prediction_service.api.app import create_app
 from prediction_service.models.penguins.knn import PenguinClassifier
+from prediction_service.retraining.intake import training_params
+from prediction_service.retraining.penguin_rows import CsvLimits, read_penguin_rows
+from prediction_service.storage.jobs import JobStore
+from prediction_service.storage.uploads import UploadStore
 
 PENGUINS_CSV = ROOT / "penguins.csv"
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
@@ -185,3 +189,21 @@ def test_uploading_rows_needs_the_admin_token(client: TestClient, model_dir: Pat
     assert upload(client, penguin_rows(), headers={}).status_code == 401
     assert upload(client, penguin_rows(), headers={"Authorization": "Bearer wrong"}).status_code in (401, 403)
     assert nothing_stored(client, model_dir)
+
+
+def test_an_interrupted_penguin_job_is_retried_on_its_own_model(model_dir: Path) -> None:
+    """The state a SIGKILL during a penguin job leaves: `running`, its process gone; retry runs it again."""
+    settings = make_settings(model_dir)
+    job_id = "0123456789abcdef0123456789abcdef"
+    rows = read_penguin_rows(penguin_rows(), SPECIES, CsvLimits(settings.max_csv_rows, settings.max_csv_bytes))
+    UploadStore(model_dir / "uploads").save(job_id, rows, {"id": job_id})
+    jobs = JobStore(model_dir / "jobs.sqlite3")
+    summary = {"id": job_id, "rows": len(rows.labels), "layout": "csv", "label_counts": {}, "received_at": "now"}
+    jobs.create(job_id, "penguins", summary, training_params(settings, "penguins"))
+    jobs.claim_next()
+    with TestClient(create_app(settings)) as client:
+        assert client.get(f"/jobs/{job_id}").json()["status"] == "interrupted"
+        assert client.post(f"/jobs/{job_id}/retry", headers=AUTH).status_code == 202
+        job = wait_for_job(client, job_id)
+        assert (job["status"], job["attempts"], job["model"]) == ("succeeded", 2, "penguins")
+        assert penguin_version(client) == 2
