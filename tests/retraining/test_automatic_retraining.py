@@ -1,6 +1,8 @@
 """Automatic retraining on collected feedback: at the threshold or at the scheduled times, once per model."""
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import AUTH, make_settings, wait_for_job
 from fastapi.testclient import TestClient
+from test_notifications import Receiver
 
 from prediction_service.api.app import create_app
 from prediction_service.core.ids import new_prediction_id
@@ -61,7 +64,12 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0) -> T:
 def test_feedback_reaching_the_threshold_retrains_and_serves_a_new_version_without_an_upload(
     model_dir: Path, mnist_arrays: dict[str, np.ndarray]
 ) -> None:
-    with TestClient(create_app(make_settings(model_dir, retrain_min_examples=40))) as client:
+    receiver = Receiver()
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    settings = make_settings(
+        model_dir, retrain_min_examples=40, webhook_urls=[receiver.url], webhook_backoff_seconds=0.05
+    )
+    with TestClient(create_app(settings)) as client:
         predict_and_correct(client, model_dir, mnist_arrays, range(39))
         assert client.get("/models/mnist/examples").json()["automatic_retraining"]["new_examples"] == 39
         assert automatic_jobs(client) == []
@@ -70,6 +78,12 @@ def test_feedback_reaching_the_threshold_retrains_and_serves_a_new_version_witho
         finished = wait_for_job(client, job["job_id"], timeout=300)
         models = client.get("/models").json()["models"]
         examples = client.get("/models/mnist/examples").json()
+        wait_for(lambda: receiver.received)  # announced as a manual job is
+    receiver.shutdown()
+    receiver.server_close()
+    announced = json.loads(receiver.received[0][1])
+    assert (announced["job_id"], announced["trigger"], announced["status"]) == (job["job_id"], AUTOMATIC, "succeeded")
+    assert finished["trigger"] == AUTOMATIC
     assert finished["status"] == "succeeded", finished
     assert finished["result"]["published"] is True
     assert finished["upload"]["images"] == 40
