@@ -84,7 +84,7 @@ class CollectedExamples:
         counts = Counter(example.label for example in chosen)
         manifest = {
             "id": job_id,
-            "filename": "",
+            "filename": f"{FEEDBACK} examples {after + 1}-{up_to}",  # what the job and its version show as its name
             "images": len(chosen),
             "layout": SNAPSHOT_LAYOUT,
             "label_counts": {label: counts.get(label, 0) for label in labels},

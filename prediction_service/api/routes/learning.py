@@ -34,7 +34,7 @@ ModelName = Annotated[str, Path(description="The model's name: `penguins` or `mn
     "the prediction's input as a collected example; a second label for the same prediction replaces the first. "
     "RETRAIN_MIN_EXAMPLES new examples start an automatic retraining job (at RETRAIN_SCHEDULE's times, if set).",
     dependencies=[FeedbackDep],
-    responses=error_responses(401, 403, 404, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 422, 503),
 )
 async def send_feedback(prediction_id: PredictionId, body: FeedbackIn, services: ServicesDep) -> FeedbackRecorded:
     done = await services.feedback.record(prediction_id, body.label)
