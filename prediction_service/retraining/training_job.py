@@ -94,7 +94,10 @@ def retrain(
             "images": len(labels),
             "replay_images": len(replayed.labels),
             "replay_pool": {"images": replayed.pool_size, "sources": replayed.sources},
+            # Collected examples (an automatic job): the highest example id learned, the lineage's watermark.
+            **({"examples_watermark": job.upload["examples_watermark"]} if "examples_watermark" in job.upload else {}),
         },
+        "trigger": job.trigger,
         "parameters": {
             key: params[key]
             for key in ("epochs", "batch_size", "validation_split", "learning_rate", "replay_size")

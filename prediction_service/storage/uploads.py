@@ -54,6 +54,9 @@ class UploadStore:
         with np.load(path, allow_pickle=False) as data:
             return data["images"], data["labels"]
 
+    def remove(self, upload_id: str) -> None:
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
+
     def remove_partial(self) -> None:
         """Delete folders of uploads that were being written when a process died."""
         if self.root.is_dir():
