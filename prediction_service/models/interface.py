@@ -134,6 +134,11 @@ class Model(Protocol[LoadedCo]):
         """Train and store version 1 (the registry makes it serve)."""
         ...
 
+    def labels(self, manifest: dict[str, Any]) -> list[str]:
+        """The labels a version (by its manifest) answers with, in the order of its class indices: what
+        feedback may send, and what the class indices of its retraining data mean."""
+        ...
+
     def load(self, stored: StoredVersion) -> LoadedCo:
         """Load a stored version so that it can serve; raise Unavailable, or any error for a bad version."""
         ...

@@ -54,6 +54,10 @@ class Registry:
         assert isinstance(served.predictor, loaded_type), (name, type(served.predictor))
         return cast(ServedModel[Loaded], served)
 
+    def labels(self, name: str) -> list[str]:
+        """The labels the serving version answers with (503 while none serves)."""
+        return self._model(name).labels(self.get(name).manifest)
+
     def status(self, name: str) -> ModelStatus:
         """How the model is doing, and which version serves (None while none does)."""
         return dataclasses.replace(self._status[name], serving_version=self.serving_version(name))

@@ -18,6 +18,7 @@ the same for every process that shares the store.
 import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -52,19 +53,23 @@ def save_initial(store: ModelStore, model: str, inputs: np.ndarray, labels: np.n
     return len(keep)
 
 
-def lineage_uploads(store: ModelStore, model: str, version: int) -> list[str]:
-    """The uploads `version` learned from, oldest first (walking its manifests back to the first version)."""
-    uploads: list[str] = []
+def lineage(store: ModelStore, model: str, version: int) -> list[dict[str, Any]]:
+    """The manifests of `version` and of its parents back to the first version, newest first."""
+    manifests: list[dict[str, Any]] = []
     seen: set[int] = set()
     current: int | None = version
     while current is not None and current not in seen:
         seen.add(current)
         manifest = store.read_version(model, current, verify=False).manifest
-        upload_id = manifest.get("training_data", {}).get("upload_id")
-        if upload_id:
-            uploads.append(upload_id)
+        manifests.append(manifest)
         current = manifest.get("parent_version")
-    return uploads[::-1]
+    return manifests
+
+
+def lineage_uploads(store: ModelStore, model: str, version: int) -> list[str]:
+    """The uploads `version` learned from, oldest first (walking its manifests back to the first version)."""
+    uploads = [manifest.get("training_data", {}).get("upload_id") for manifest in lineage(store, model, version)]
+    return [upload_id for upload_id in uploads[::-1] if upload_id]
 
 
 def sample(

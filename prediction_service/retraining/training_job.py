@@ -101,7 +101,10 @@ def retrain(
             unit: len(labels),
             f"replay_{unit}": len(replayed.labels),
             "replay_pool": {unit: replayed.pool_size, "sources": replayed.sources},
+            # Collected examples (an automatic job): the highest example id learned, the lineage's watermark.
+            **({"examples_watermark": job.upload["examples_watermark"]} if "examples_watermark" in job.upload else {}),
         },
+        "trigger": job.trigger,
         "parameters": {key: value for key, value in params.items() if key != "gate_margin"},
         "metrics": {retraining.gate_metric: round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,

@@ -58,6 +58,9 @@ class UploadStore:
             inputs = data["inputs"] if "inputs" in data.files else data["images"]
             return inputs, data["labels"]
 
+    def remove(self, upload_id: str) -> None:
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
+
     def remove_partial(self) -> None:
         """Delete folders of uploads that were being written when a process died."""
         if self.root.is_dir():

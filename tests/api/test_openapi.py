@@ -48,5 +48,7 @@ def test_error_codes_are_documented_where_they_occur(schema: dict, path: str, me
 
 def test_management_operations_ask_for_the_bearer_token(schema: dict) -> None:
     for path, method, operation in operations(schema):
-        needs_token = method == "post" and not path.startswith(("/predict", "/v2/"))
+        # Predictions are open; feedback on them (/predictions/...) is not.
+        open_to_all = path in ("/predict", "/predict-image", "/predict-images") or path.startswith("/v2/")
+        needs_token = method == "post" and not open_to_all
         assert ("security" in operation) == needs_token, (path, method)

@@ -61,6 +61,9 @@ class IrisModel:
             self.name, write, {"source": "initial training", "metrics": {"train_accuracy": round(accuracy, 4)}}
         )
 
+    def labels(self, manifest: dict) -> list[str]:
+        return list(SPECIES)
+
     def load(self, stored: StoredVersion) -> FlowerClassifier:
         return FlowerClassifier(np.array(json.loads((stored.path / "centres.json").read_text())))
 

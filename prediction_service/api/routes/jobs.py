@@ -30,6 +30,7 @@ def job_info(job: Job) -> JobInfo:
     return JobInfo(
         job_id=job.id,
         model=job.model,
+        trigger=job.trigger,
         status=job.status,
         status_url=f"/jobs/{job.id}",
         created_at=job.created_at,

@@ -146,6 +146,9 @@ class MnistModel:
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
         return protocol_signature(serving.mnist)
 
+    def labels(self, manifest: dict[str, Any]) -> list[str]:
+        return [str(digit) for digit in range(10)]
+
     def load(self, stored: StoredVersion) -> MnistVersion:
         loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)
         if self.model_process is not None:

@@ -1,7 +1,7 @@
 """The penguins model as the service sees it: first training, retraining, loading (see models.interface)."""
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prediction_service.core.provenance import library_versions
 from prediction_service.inference_protocol.signature import ModelSignature
@@ -45,6 +45,9 @@ class PenguinsModel:
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
         return protocol_signature(serving.registry)
+
+    def labels(self, manifest: dict[str, Any]) -> list[str]:
+        return [str(species) for species in manifest["classes"]]
 
     def load(self, stored: StoredVersion) -> PenguinClassifier:
         return PenguinClassifier.load(stored.path)
