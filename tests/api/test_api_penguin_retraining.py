@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ from conftest import AUTH, ROOT, make_settings, wait_for_job
 from fastapi.testclient import TestClient
 
 from prediction_service.api.app import create_app
+from prediction_service.core.ids import new_prediction_id
 from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.retraining.intake import training_params
 from prediction_service.retraining.penguin_rows import CsvLimits, read_penguin_rows
 from prediction_service.storage.jobs import JobStore
+from prediction_service.storage.layout import Layout
+from prediction_service.storage.predictions import LoggedPrediction, PredictionLog
 from prediction_service.storage.uploads import UploadStore
 
 PENGUINS_CSV = ROOT / "penguins.csv"
@@ -206,4 +210,26 @@ def test_an_interrupted_penguin_job_is_retried_on_its_own_model(model_dir: Path)
         assert client.post(f"/jobs/{job_id}/retry", headers=AUTH).status_code == 202
         job = wait_for_job(client, job_id)
         assert (job["status"], job["attempts"], job["model"]) == ("succeeded", 2, "penguins")
+        assert penguin_version(client) == 2
+
+
+def test_feedback_on_penguins_reaching_the_threshold_publishes_a_new_version(model_dir: Path) -> None:
+    """The learning loop for penguins: logged predictions, their true species as feedback, an automatic job."""
+    data = pd.read_csv(PENGUINS_CSV).dropna().sample(30, random_state=3)
+    logged = [
+        LoggedPrediction(new_prediction_id(), "penguins", 1, "Adelie", np.array([bill, flipper]), time.time())
+        for bill, flipper in data[["bill_length_mm", "flipper_length_mm"]].to_numpy()
+    ]
+    PredictionLog(Layout(model_dir).learning, 1000).append(logged)
+    with TestClient(create_app(make_settings(model_dir, retrain_min_examples=30))) as client:
+        for prediction, species in zip(logged, data["species"], strict=True):
+            response = client.post(f"/predictions/{prediction.id}/feedback", json={"label": species}, headers=AUTH)
+            assert response.status_code == 201, response.text
+        deadline = time.monotonic() + 60
+        while not (jobs := client.get("/jobs").json()["jobs"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (job,) = jobs
+        finished = wait_for_job(client, job["job_id"])
+        assert (finished["model"], finished["status"]) == ("penguins", "succeeded"), finished
+        assert (finished["result"]["upload_rows"], finished["result"]["replay_rows"]) == (30, 249)
         assert penguin_version(client) == 2
