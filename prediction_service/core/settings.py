@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     prediction_log_max: int = Field(
         100_000, ge=0, description="Predictions kept so that feedback can refer to them; 0: none (no feedback)."
     )
+    shadow_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of live requests a shadow version also answers (0-1)."
+    )
 
     # Logs
     log_level: str = "INFO"

@@ -66,6 +66,10 @@ class Candidate(Protocol):
 
 ProgressCallback = Callable[[dict[str, Any]], None]  # called with each finished epoch's metrics
 
+# A loaded version's answers (as the API shows them: "7", "Adelie") to inputs that the serving version answered,
+# as the prediction routes offer them to the shadow. Blocking: the shadow runs it in a thread of its own.
+ShadowAnswers = Callable[[Any, list[Any]], list[str]]
+
 
 def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
     """The last epoch's loss and accuracy (training and validation), for a version's metrics."""
@@ -125,6 +129,10 @@ class Model(Protocol[LoadedCo]):
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature | None:
         """Its tensors and predict under /v2 (the Open Inference Protocol); None: not served there."""
+        ...
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers | None:
+        """How a version other than the serving one answers as its shadow; None: it cannot have a shadow."""
         ...
 
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from prediction_service.core.provenance import library_versions
 from prediction_service.inference_protocol.signature import ModelSignature
-from prediction_service.models.interface import ModelContext
+from prediction_service.models.interface import ModelContext, ShadowAnswers
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier, train
 from prediction_service.models.penguins.signature import protocol_signature
@@ -32,7 +32,15 @@ class PenguinsModel:
         return store.add_version(self.name, trained.save, manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.registry)
+        return protocol_signature(serving.registry, serving.shadow)
 
     def load(self, stored: StoredVersion) -> PenguinClassifier:
         return PenguinClassifier.load(stored.path)
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers:
+        return shadow_species
+
+
+def shadow_species(shadow: PenguinClassifier, rows: list[tuple[float, float]]) -> list[str]:
+    """The shadow's species for the (bill, flipper) rows the routes offer it."""
+    return [prediction.species for prediction in shadow.predict_many(rows)]
