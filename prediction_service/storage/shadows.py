@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS shadow_figures (
     PRIMARY KEY (model, shadow_version)
 );
 CREATE TABLE IF NOT EXISTS shadow_answers (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,  -- the rowid: new rows get the largest yet, and the smallest go first
     prediction_id TEXT UNIQUE NOT NULL,
     model TEXT NOT NULL,
     shadow_version INTEGER NOT NULL,
