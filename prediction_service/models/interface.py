@@ -5,7 +5,7 @@ models/catalog.py. A loaded version is whatever `load` returns; its own typed `p
 (or, for a model served from another process, its package's predictor) answers requests.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -67,8 +67,9 @@ class Candidate(Protocol):
 ProgressCallback = Callable[[dict[str, Any]], None]  # called with each finished epoch's metrics
 
 # A loaded version's answers (as the API shows them: "7", "Adelie") to inputs that the serving version answered,
-# as the prediction routes offer them to the shadow. Blocking: the shadow runs it in a thread of its own.
-ShadowAnswers = Callable[[Any, list[Any]], list[str]]
+# as the prediction routes offer them to the shadow. On the event loop: short work inline, and await what is long
+# (another process), so that answers never wait for it.
+ShadowAnswers = Callable[[Any, list[Any]], Awaitable[list[str]]]
 
 
 def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:

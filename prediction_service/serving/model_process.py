@@ -75,7 +75,7 @@ class ModelProcess:
         return reply
 
     def busy(self) -> bool:
-        """Whether a request is in the process or waiting for it (read from any thread)."""
+        """Whether a request is in the process or waiting for it."""
         return self._lock.locked()
 
     def call_from_thread(self, message: LoadModel | Predict, timeout: float = START_TIMEOUT) -> Reply:

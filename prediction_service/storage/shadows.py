@@ -6,6 +6,7 @@ serving version on the same predictions.
 """
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS shadow_figures (
 );
 CREATE TABLE IF NOT EXISTS shadow_answers (
     seq INTEGER PRIMARY KEY,  -- the rowid: new rows get the largest yet, and the smallest go first
-    prediction_id TEXT UNIQUE NOT NULL,
+    key INTEGER NOT NULL,  -- a 64-bit hash of prediction_id: its index is a quarter of one on the text
+    prediction_id TEXT NOT NULL,
     model TEXT NOT NULL,
     shadow_version INTEGER NOT NULL,
     serving_answer TEXT NOT NULL,
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS shadow_answers (
     label TEXT,
     created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS shadow_answers_key ON shadow_answers (key);
 """
 
 
@@ -90,9 +93,9 @@ class ShadowRecords:
             if answers and self.max_answers > 0:
                 now = time.time()
                 db.executemany(
-                    "INSERT OR IGNORE INTO shadow_answers (prediction_id, model, shadow_version, serving_answer, "
-                    "shadow_answer, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(*answer, now) for answer in answers],
+                    "INSERT INTO shadow_answers (key, prediction_id, model, shadow_version, serving_answer, "
+                    "shadow_answer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(_key(answer.prediction_id), *answer, now) for answer in answers],
                 )
                 db.execute(
                     "DELETE FROM shadow_answers WHERE seq <= (SELECT max(seq) FROM shadow_answers) - ?",
@@ -114,7 +117,9 @@ class ShadowRecords:
         A second label for the same prediction replaces the first one in the figures.
         """
         with self.database.transaction() as db:
-            row = db.execute("SELECT * FROM shadow_answers WHERE prediction_id = ?", (prediction_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM shadow_answers WHERE key = ? AND prediction_id = ?", (_key(prediction_id), prediction_id)
+            ).fetchone()
             if row is None:
                 return False
             before, label = row["label"], str(label)
@@ -125,10 +130,15 @@ class ShadowRecords:
                 shadow_correct=(label == row["shadow_answer"]) - (before == row["shadow_answer"]),
                 serving_correct=(label == row["serving_answer"]) - (before == row["serving_answer"]),
             )
-            db.execute("UPDATE shadow_answers SET label = ? WHERE prediction_id = ?", (label, prediction_id))
+            db.execute("UPDATE shadow_answers SET label = ? WHERE seq = ?", (label, row["seq"]))
             db.execute(
                 "UPDATE shadow_figures SET labelled = labelled + ?, shadow_correct = shadow_correct + ?, "
                 "serving_correct = serving_correct + ? WHERE model = ? AND shadow_version = ?",
                 (change.labelled, change.shadow_correct, change.serving_correct, row["model"], row["shadow_version"]),
             )
         return True
+
+
+def _key(prediction_id: str) -> int:
+    """A prediction id as a signed 64-bit integer (ids are random: an index on these stays small and cheap)."""
+    return int.from_bytes(hashlib.blake2b(prediction_id.encode(), digest_size=8).digest(), "big", signed=True)

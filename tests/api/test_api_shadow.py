@@ -1,7 +1,7 @@
 """A shadow version answers beside the serving one, off the answer's path; /models and /metrics compare them."""
 
+import asyncio
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,7 +156,7 @@ def test_a_failing_shadow_never_fails_an_answer(model_dir: Path) -> None:
     with app(model_dir) as client:
         assert client.post(f"/models/mnist/versions/{version}/shadow", headers=AUTH).status_code == 200
 
-        def broken(loaded: object, inputs: list[Any]) -> list[str]:
+        async def broken(loaded: object, inputs: list[Any]) -> list[str]:
             raise RuntimeError("the shadow is broken")
 
         runner(client).answers["mnist"] = broken
@@ -170,15 +170,15 @@ def test_a_failing_shadow_never_fails_an_answer(model_dir: Path) -> None:
 @pytest.mark.parametrize("model", ["penguins", "mnist"])
 def test_a_blocked_shadow_never_delays_an_answer(model_dir: Path, tmp_path: Path, model: str) -> None:
     version = add_penguin_version(model_dir, tmp_path) if model == "penguins" else add_mnist_copy(model_dir)
-    release = threading.Event()
+    release = asyncio.Event()
     with app(model_dir) as client:
         assert client.post(f"/models/{model}/versions/{version}/shadow", headers=AUTH).status_code == 200
         shadow = runner(client)
         answer = shadow.answers[model]
 
-        def blocked(loaded: object, inputs: list[Any]) -> list[str]:
-            release.wait()  # until the test lets it go: were answers waiting for it, they would never come
-            return answer(loaded, inputs)
+        async def blocked(loaded: object, inputs: list[Any]) -> list[str]:
+            await release.wait()  # until the test lets it go: were answers waiting for it, they would never come
+            return await answer(loaded, inputs)
 
         shadow.answers[model] = blocked
         shadow.max_items = 2
@@ -190,7 +190,7 @@ def test_a_blocked_shadow_never_delays_an_answer(model_dir: Path, tmp_path: Path
                     response = client.post("/predict-image", files={"file": ("d.png", DIGIT)})
                 assert response.status_code == 200
         finally:
-            release.set()
+            client.portal.call(release.set)  # type: ignore[union-attr]
         figures = wait_for_shadow(client, model, lambda s: s["shadow_requests_compared"] + s["shadow_dropped"] == 6)
         assert figures["shadow_dropped"] >= 1  # the queue was full while the shadow was blocked
         assert figures["shadow_agreement"] == 1.0

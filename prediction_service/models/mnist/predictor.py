@@ -7,7 +7,6 @@ memory stays bounded), so that it does not hold up a batch of small ones.
 """
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,20 +84,20 @@ class MnistPredictor:
         self.check_available()
         return await self.batcher.submit(ImageUpload(name, image=image))
 
-    def answers_when_idle(self, version: MnistVersion, inputs: list[bytes | np.ndarray]) -> list[str]:
+    async def answers_when_idle(self, version: MnistVersion, inputs: list[bytes | np.ndarray]) -> list[str]:
         """A version's digits for uploaded files or 28x28 images, computed when no live batch waits (the shadow).
 
-        Blocking: call it from a thread. Low priority: live batches at most wait for one small call.
+        Low priority: a live batch that arrives meanwhile waits for one small call at most.
         """
         digits = []
         for start in range(0, len(inputs), IDLE_CALL):
-            while self.batcher.depth() or self.model_process.busy():
-                time.sleep(IDLE_POLL)
+            while self.batcher.depth() or self.model_process.busy():  # noqa: ASYNC110 - no event marks a pause
+                await asyncio.sleep(IDLE_POLL)
             uploads = [
                 ImageUpload("an image", image=item) if isinstance(item, np.ndarray) else ImageUpload("a file", item)
                 for item in inputs[start : start + IDLE_CALL]
             ]
-            reply = self.model_process.call_from_thread(Predict(version.version, str(version.onnx_path), uploads))
+            reply = await self.model_process.call(Predict(version.version, str(version.onnx_path), uploads))
             assert reply.outcomes is not None
             for outcome in reply.outcomes:
                 if isinstance(outcome, BaseException):
