@@ -28,10 +28,12 @@ from prediction_service.retraining.runner import JobRunner
 from prediction_service.retraining.triggers import AutomaticRetraining
 from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
+from prediction_service.serving.shadow import ShadowRunner
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.predictions import PredictionLog
+from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -45,13 +47,21 @@ class Serving:
         self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
         self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
+        self.shadow = ShadowRunner(
+            self.registry,
+            ShadowRecords(Layout(settings.model_dir).learning, settings.prediction_log_max),
+            {name: answers for name, model in self.registry.models.items() if (answers := model.shadow_answers(self))},
+            settings.shadow_sample_rate,
+        )
 
     async def start(self) -> None:
         await self.model_process.start()
         await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(warm_up))
         self.mnist.start()
+        self.shadow.start()
 
     async def stop(self) -> None:
+        await self.shadow.stop()
         await self.mnist.stop()
         await self.model_process.stop()
 
@@ -145,6 +155,7 @@ class Services:
             labels=self.serving.registry.labels,
             log_max=settings.prediction_log_max,
             on_recorded=self.retraining.automatic.examples_added,
+            score_shadow=self.serving.shadow.record_label,
         )
         self._watcher: asyncio.Task[None] | None = None
 

@@ -8,6 +8,7 @@ from prediction_service.core.settings import Settings
 from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
 from prediction_service.services import Retraining, Services, Serving
+from prediction_service.serving.shadow import ShadowRunner
 
 
 async def get_services(request: Request) -> Services:
@@ -24,6 +25,11 @@ async def get_registry(request: Request) -> Registry:
 
 async def get_mnist(request: Request) -> MnistPredictor:
     return request.app.state.services.serving.mnist
+
+
+def shadow_of(request: Request) -> ShadowRunner:
+    """The shadow, called directly by the prediction routes (cheaper than a dependency on the hottest routes)."""
+    return request.app.state.services.serving.shadow
 
 
 async def get_retraining(request: Request) -> Retraining:

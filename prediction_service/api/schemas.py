@@ -7,6 +7,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from prediction_service.models.interface import ModelStatus
 from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS
+from prediction_service.serving.shadow import ShadowReport
 
 
 def _no_digit_separators(value: object) -> object:
@@ -78,6 +79,7 @@ class VersionInfo(BaseModel):
 class ModelInfo(ModelStatus):
     name: str
     versions: list[VersionInfo]
+    shadow: ShadowReport | None = None  # the version answering beside the serving one, and how they compare
 
 
 class ModelList(BaseModel):

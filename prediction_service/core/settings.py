@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     retrain_schedule: str | None = Field(
         None, description="Cron expression: check the threshold only then; unset: as soon as it is reached."
     )
+    shadow_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of live requests a shadow version also answers (0-1)."
+    )
 
     # Logs
     log_level: str = "INFO"

@@ -5,7 +5,7 @@ models/catalog.py. A loaded version is whatever `load` returns; its own typed `p
 (or, for a model served from another process, its package's predictor) answers requests.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -70,6 +70,11 @@ class Candidate(Protocol):
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]  # called with each finished epoch's metrics
+
+# A loaded version's answers (as the API shows them: "7", "Adelie") to inputs that the serving version answered,
+# as the prediction routes offer them to the shadow. On the event loop: short work inline, and await what is long
+# (another process), so that answers never wait for it.
+ShadowAnswers = Callable[[Any, list[Any]], Awaitable[list[str]]]
 
 
 def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -145,6 +150,10 @@ class Model(Protocol[LoadedCo]):
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature | None:
         """Its tensors and predict under /v2 (the Open Inference Protocol); None: not served there."""
+        ...
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers | None:
+        """How a version other than the serving one answers as its shadow; None: it cannot have a shadow."""
         ...
 
 

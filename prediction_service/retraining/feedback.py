@@ -25,13 +25,16 @@ class Feedback:
         labels: Callable[[str], list[str]],
         log_max: int,
         on_recorded: Callable[[str], None],
+        score_shadow: Callable[[str, str], object] = lambda prediction_id, label: None,
     ) -> None:
-        """`labels`: a model's labels; `log_max`: PREDICTION_LOG_MAX; `on_recorded`: told the model's name."""
+        """`labels`: a model's labels; `log_max`: PREDICTION_LOG_MAX; `on_recorded`: told the model's name;
+        `score_shadow`: told the prediction id and its label (blocking: it runs in a thread)."""
         self.examples = examples
         self.find_prediction = find_prediction
         self.labels = labels
         self.log_max = log_max
         self.on_recorded = on_recorded
+        self.score_shadow = score_shadow
 
     async def record(self, prediction_id: str, label: str) -> FeedbackRecorded:
         """Keep `label` as the truth of the prediction; durable when it returns. NotFound or InvalidInput."""
@@ -50,6 +53,7 @@ class Feedback:
             self.examples.record, prediction.model, FEEDBACK, prediction.id, label, prediction.input
         )
         self.on_recorded(prediction.model)
+        await asyncio.to_thread(self.score_shadow, prediction.id, label)
         return FeedbackRecorded(prediction, recorded)
 
     def _known_label(self, model: str, label: str) -> str:

@@ -67,6 +67,10 @@ class IrisModel:
     def load(self, stored: StoredVersion) -> FlowerClassifier:
         return FlowerClassifier(np.array(json.loads((stored.path / "centres.json").read_text())))
 
+    def shadow_answers(self, serving: Serving) -> None:
+        """No shadow version for this model."""
+        return None
+
     def protocol_signature(self, serving: Serving) -> ModelSignature:
         """Served under /v2 too: rows of (sepal length, sepal width) -> species."""
 

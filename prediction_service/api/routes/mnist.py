@@ -6,11 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import MnistDep, SettingsDep
+from prediction_service.api.deps import MnistDep, SettingsDep, shadow_of
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput, ServiceError
+from prediction_service.core.ids import new_prediction_id
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
 
@@ -43,8 +44,11 @@ def answer(result: DigitResult, filename: str | None) -> dict:
 async def predict_image(file: UploadFile, mnist: MnistDep, request: Request) -> JSONResponse:
     # The hottest route: the answer built directly (its shape is DigitPrediction, checked by the
     # tests), not validated again by FastAPI.
-    result = await _predict(mnist, file.filename, await file.read())
+    data = await file.read()
+    result = await _predict(mnist, file.filename, data)
+    prediction_id = new_prediction_id()
     request.state.model_version = result.model_version
+    shadow_of(request).offer(MNIST, prediction_id, data, str(result.digit))
     return JSONResponse(answer(result, file.filename))
 
 
@@ -61,7 +65,7 @@ async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> 
     openapi_extra=part_media_types("files", IMAGE_TYPES),
 )
 async def predict_images(
-    files: Annotated[list[UploadFile], File(min_length=1)], mnist: MnistDep, settings: SettingsDep
+    files: Annotated[list[UploadFile], File(min_length=1)], mnist: MnistDep, settings: SettingsDep, request: Request
 ) -> list[DigitBatchItem]:
     mnist.check_available()
     if len(files) > settings.max_batch_items:
@@ -69,11 +73,13 @@ async def predict_images(
     parts = [(file.filename, await file.read()) for file in files]
     outcomes = await asyncio.gather(*(_predict(mnist, name, data) for name, data in parts), return_exceptions=True)
     answers = []
-    for (name, _), outcome in zip(parts, outcomes, strict=True):
+    for (name, data), outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
             answers.append(DigitBatchItem(filename=name, error=outcome.detail, status=outcome.status_code))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
+            prediction_id = new_prediction_id()
+            shadow_of(request).offer(MNIST, prediction_id, data, str(outcome.digit))
             answers.append(DigitBatchItem(**answer(outcome, name)))
     return answers

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from prediction_service.api.deps import RegistryDep, SettingsDep
+from prediction_service.api.deps import RegistryDep, SettingsDep, shadow_of
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import (
     PenguinBatchItem,
@@ -18,6 +18,7 @@ from prediction_service.api.schemas import (
 )
 from prediction_service.core import metrics
 from prediction_service.core.errors import InvalidInput
+from prediction_service.core.ids import new_prediction_id
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS, PenguinClassifier
 
@@ -59,8 +60,10 @@ async def predict_penguin(
     # tests), not validated again by FastAPI.
     served = registry.serving(PENGUINS, PenguinClassifier)
     prediction = served.predictor.predict(bill_length_mm, flipper_length_mm)
+    prediction_id = new_prediction_id()
     request.state.model_version = served.version
     metrics.count_prediction(PENGUINS, served.version, prediction.species)
+    shadow_of(request).offer(PENGUINS, prediction_id, (bill_length_mm, flipper_length_mm), prediction.species)
     answer = {
         "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
         "result": prediction.species,
@@ -92,7 +95,9 @@ BatchBody = Annotated[
     "others are still answered.",
     responses=error_responses(400, 413, 422, 503),
 )
-async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: SettingsDep) -> list[PenguinBatchItem]:
+async def predict_penguins(
+    rows: BatchBody, registry: RegistryDep, settings: SettingsDep, request: Request
+) -> list[PenguinBatchItem]:
     if len(rows) > settings.max_batch_items:
         raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
     served = registry.serving(PENGUINS, PenguinClassifier)
@@ -108,7 +113,11 @@ async def predict_penguins(rows: BatchBody, registry: RegistryDep, settings: Set
             answers[index] = PenguinBatchItem(error=f"row {index}: {problems}")
     predictions = served.predictor.predict_many([(p.bill_length_mm, p.flipper_length_mm) for _, p in valid])
     for (index, penguin), prediction in zip(valid, predictions, strict=True):
+        prediction_id = new_prediction_id()
         metrics.count_prediction(PENGUINS, served.version, prediction.species)
+        shadow_of(request).offer(
+            PENGUINS, prediction_id, (penguin.bill_length_mm, penguin.flipper_length_mm), prediction.species
+        )
         answers[index] = PenguinBatchItem(
             parameters=PenguinParameters(**penguin.model_dump()),
             result=prediction.species,

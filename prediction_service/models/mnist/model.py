@@ -16,7 +16,7 @@ from prediction_service.core.files import write_atomic
 from prediction_service.core.provenance import library_versions
 from prediction_service.core.settings import Settings
 from prediction_service.inference_protocol.signature import ModelSignature
-from prediction_service.models.interface import ModelContext, ProgressCallback, final_epoch
+from prediction_service.models.interface import ModelContext, ProgressCallback, ShadowAnswers, final_epoch
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.dataset import load_mnist
 from prediction_service.models.mnist.images import normalize_digit
@@ -144,7 +144,10 @@ class MnistModel:
         return store.add_version(self.name, lambda folder: cnn.save(model, folder), manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.mnist)
+        return protocol_signature(serving.mnist, serving.shadow)
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers:
+        return serving.mnist.answers_when_idle
 
     def labels(self, manifest: dict[str, Any]) -> list[str]:
         return [str(digit) for digit in range(10)]

@@ -3,9 +3,11 @@
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from prediction_service.core.provenance import library_versions
 from prediction_service.inference_protocol.signature import ModelSignature
-from prediction_service.models.interface import ModelContext
+from prediction_service.models.interface import ModelContext, ShadowAnswers
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier, train
 from prediction_service.models.penguins.retraining import (
@@ -44,10 +46,21 @@ class PenguinsModel:
         return store.add_version(self.name, trained.save, manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.registry)
+        return protocol_signature(serving.registry, serving.shadow)
 
     def labels(self, manifest: dict[str, Any]) -> list[str]:
         return [str(species) for species in manifest["classes"]]
 
     def load(self, stored: StoredVersion) -> PenguinClassifier:
         return PenguinClassifier.load(stored.path)
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers:
+        return shadow_species
+
+
+async def shadow_species(shadow: PenguinClassifier, rows: list[tuple[float, float]]) -> list[str]:
+    """The shadow's species for the (bill, flipper) rows the routes offer it (predict_many's, without its extras).
+
+    Inline: ~10 us a row, cheaper than any handoff to a thread (which would contend for the interpreter's lock)."""
+    probabilities = shadow.probabilities(np.array(rows, dtype=np.float64).reshape(-1, 2))
+    return [shadow.species[index] for index in probabilities.argmax(axis=1).tolist()]

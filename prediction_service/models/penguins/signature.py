@@ -5,19 +5,21 @@ import math
 import numpy as np
 
 from prediction_service.core import metrics
+from prediction_service.core.ids import new_prediction_id
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
 from prediction_service.inference_protocol.tensors import Tensor
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.models.registry import Registry
+from prediction_service.serving.shadow import ShadowRunner
 
 INPUT = "measurements"  # bill_length_mm, flipper_length_mm: the same order as GET /predict's parameters
 INPUTS = (TensorSpec(INPUT, "FP32", (BATCH, 2)),)
 OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 3)))
 
 
-def protocol_signature(registry: Registry) -> ModelSignature:
+def protocol_signature(registry: Registry, shadow: ShadowRunner) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
         rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
@@ -31,8 +33,10 @@ def protocol_signature(registry: Registry) -> ModelSignature:
         species[:] = [prediction.species.encode() for prediction in predictions]
         # Kept as float64 until encoded: JSON then shows 1/11 as 0.09090909090909091, not float32 noise.
         probabilities = np.array([list(p.probabilities.values()) for p in predictions], dtype=np.float64)
-        for prediction in predictions:
+        for row, prediction in zip(rows, predictions, strict=True):
+            prediction_id = new_prediction_id()
             metrics.count_prediction(PENGUINS, served.version, prediction.species)
+            shadow.offer(PENGUINS, prediction_id, row, prediction.species)
         return Prediction(
             [Tensor("species", "BYTES", species), Tensor("probabilities", "FP32", probabilities)], served.version
         )
