@@ -94,7 +94,7 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def start(name: str, app: str, cwd: Path, env: dict[str, str], log_dir: Path) -> Server:
-    # The same way for all three: one uvicorn worker, its defaults (uvloop and httptools when installed).
+    # The same way for all three: one uvicorn worker, its defaults (asyncio's loop and httptools: requirements.txt).
     return start_server(env, log_dir / f"{name}.log", app=app, cwd=cwd, name=name)
 
 

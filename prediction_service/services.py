@@ -11,23 +11,30 @@ from datetime import datetime
 
 from prediction_service.core import memory, metrics
 from prediction_service.core.admin_token import AdminToken
+from prediction_service.core.feedback_tokens import FeedbackTokens
 from prediction_service.core.settings import Settings
 from prediction_service.inference_protocol.signature import ModelSignature
-from prediction_service.models.catalog import build_models
+from prediction_service.models.catalog import build_models, retrainable_model_names
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.mnist.images import ImageLimits, warm_up
 from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
 from prediction_service.retraining.archive import ArchiveLimits
+from prediction_service.retraining.collected import CollectedExamples
+from prediction_service.retraining.feedback import Feedback
 from prediction_service.retraining.intake import Intake
 from prediction_service.retraining.notifications import Notifier
 from prediction_service.retraining.runner import JobRunner
+from prediction_service.retraining.triggers import AutomaticRetraining
 from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
 from prediction_service.serving.prediction_recorder import PredictionRecorder
+from prediction_service.serving.shadow import ShadowRunner
+from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.predictions import PredictionLog
+from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -42,14 +49,22 @@ class Serving:
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
         self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
         self.recorder = PredictionRecorder(self.prediction_log)
+        self.shadow = ShadowRunner(
+            self.registry,
+            ShadowRecords(Layout(settings.model_dir).learning, settings.prediction_log_max),
+            {name: answers for name, model in self.registry.models.items() if (answers := model.shadow_answers(self))},
+            settings.shadow_sample_rate,
+        )
 
     async def start(self) -> None:
         await self.model_process.start()
         await asyncio.gather(asyncio.to_thread(self.registry.start), asyncio.to_thread(warm_up))
         self.mnist.start()
         self.recorder.start()
+        self.shadow.start()
 
     async def stop(self) -> None:
+        await self.shadow.stop()
         await self.mnist.stop()
         await self.recorder.stop()  # after the last answers: they are all written
         await self.model_process.stop()
@@ -65,7 +80,14 @@ class Serving:
 
 
 class Retraining:
-    def __init__(self, settings: Settings, store: ModelStore, on_outcome: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        on_outcome: Callable[[], Awaitable[None]],
+        labels: Callable[[str], list[str]],
+    ) -> None:
+        """`labels`: the labels of a model's serving version (the class indices of collected examples)."""
         layout = Layout(settings.model_dir)
         self.jobs = JobStore(layout.jobs)
         self.uploads = UploadStore(layout.uploads)
@@ -82,6 +104,11 @@ class Retraining:
         self.runner = JobRunner(
             self.jobs, store, self.uploads, settings, on_outcome=on_outcome, on_finished=self._job_finished
         )
+        self.examples = ExampleStore(layout.learning)
+        self.collected = CollectedExamples(self.examples, self.jobs, store)
+        self.automatic = AutomaticRetraining(
+            settings, self.collected, self.jobs, self.uploads, retrainable_model_names(), labels, self.runner.kick
+        )
 
     async def start(self) -> None:
         await asyncio.to_thread(self.decode_pool.start)
@@ -96,8 +123,10 @@ class Retraining:
         """Run the jobs still queued (once the models serve: a job's outcome swaps them)."""
         if await asyncio.to_thread(self.jobs.has_queued):
             await self.runner.kick()
+        await self.automatic.start()
 
     async def stop(self) -> None:
+        await self.automatic.stop()
         await self.runner.stop()
         await self.notifier.stop()
         self.decode_pool.stop()
@@ -117,7 +146,21 @@ class Services:
         self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
         store = ModelStore(settings.model_dir)
         self.serving = Serving(settings, store)
-        self.retraining = Retraining(settings, store, on_outcome=self.serving.refresh)
+        self.retraining = Retraining(
+            settings, store, on_outcome=self.serving.refresh, labels=self.serving.registry.labels
+        )
+        self.feedback_tokens = FeedbackTokens(
+            [token.get_secret_value() for token in settings.feedback_tokens], self.admin_token
+        )
+        self.feedback = Feedback(
+            self.retraining.examples,
+            # The one place feedback reads the prediction log.
+            find_prediction=self.serving.recorder.find,  # writes this process's buffer first
+            labels=self.serving.registry.labels,
+            log_max=settings.prediction_log_max,
+            on_recorded=self.retraining.automatic.examples_added,
+            score_shadow=self.serving.shadow.record_label,
+        )
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

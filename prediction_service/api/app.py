@@ -15,8 +15,8 @@ from prediction_service.api.middleware import (
     RequestObserver,
     TrailingSlashInsensitive,
 )
-from prediction_service.api.routes import jobs, metrics, mnist, models, penguins, service, ui, v2
-from prediction_service.api.security import admin_paths
+from prediction_service.api.routes import jobs, learning, metrics, mnist, models, penguins, service, ui, v2
+from prediction_service.api.security import admin_paths, feedback_paths
 from prediction_service.api.slow_clients import install_header_timeout
 from prediction_service.core import logs
 from prediction_service.core.settings import Settings, get_settings
@@ -28,8 +28,9 @@ API_TAGS = [
     {"name": "service", "description": "What the service is, health, metrics."},
     {"name": "penguins", "description": "Penguin species from bill and flipper length (KNN)."},
     {"name": "digits", "description": "The handwritten digit in an image (CNN)."},
-    {"name": "retraining", "description": "Retrain the mnist model from labelled images; follow the jobs."},
+    {"name": "retraining", "description": "Retrain a model from labelled images or penguins; follow the jobs."},
     {"name": "models", "description": "Model versions: list them, choose the one that serves."},
+    {"name": "learning", "description": "Feedback on predictions; the examples that retrain the models."},
 ]
 
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.router,
         jobs.router,
         models.router,
+        learning.router,
         metrics.router,
         ui.router,
     ):
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits={
             "/upload-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
             "/predict-images": (settings.max_upload_bytes + MULTIPART_OVERHEAD, "MAX_UPLOAD_BYTES"),
+            "/upload-penguins": (settings.max_csv_bytes + MULTIPART_OVERHEAD, "MAX_CSV_BYTES"),
         },
         default=(settings.max_image_bytes + MULTIPART_OVERHEAD, "MAX_IMAGE_BYTES"),
         timeout=settings.request_timeout,
@@ -87,6 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AuthBeforeBody,
         protected=admin_paths(app),
         check=services.admin_token.check_header,
+        timeout=settings.request_timeout,
+    )
+    app.add_middleware(
+        AuthBeforeBody,
+        protected=feedback_paths(app),
+        check=services.feedback_tokens.check_header,
         timeout=settings.request_timeout,
     )
     app.add_middleware(PageSecurityHeaders, pages=("/docs", "/redoc", "/ui"))

@@ -9,6 +9,7 @@ from prediction_service.models.mnist.predictor import MnistPredictor
 from prediction_service.models.registry import Registry
 from prediction_service.services import Retraining, Services, Serving
 from prediction_service.serving.prediction_recorder import PredictionRecorder
+from prediction_service.serving.shadow import ShadowRunner
 
 
 async def get_services(request: Request) -> Services:
@@ -29,6 +30,11 @@ async def get_mnist(request: Request) -> MnistPredictor:
 
 async def get_recorder(request: Request) -> PredictionRecorder:
     return request.app.state.services.serving.recorder
+
+
+def shadow_of(request: Request) -> ShadowRunner:
+    """The shadow, called directly by the prediction routes (cheaper than a dependency on the hottest routes)."""
+    return request.app.state.services.serving.shadow
 
 
 async def get_retraining(request: Request) -> Retraining:

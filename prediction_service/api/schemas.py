@@ -7,6 +7,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from prediction_service.models.interface import ModelStatus
 from prediction_service.models.penguins.knn import MEASUREMENT_LIMITS
+from prediction_service.serving.shadow import ShadowReport
 
 
 def _no_digit_separators(value: object) -> object:
@@ -90,6 +91,7 @@ class VersionInfo(BaseModel):
 class ModelInfo(ModelStatus):
     name: str
     versions: list[VersionInfo]
+    shadow: ShadowReport | None = None  # the version answering beside the serving one, and how they compare
 
 
 class ModelList(BaseModel):
@@ -101,15 +103,23 @@ class UploadSummary(BaseModel):
     filename: str = ""
     bytes: int = 0
     sha256: str | None = None
-    images: int
+    images: int | None = Field(None, description="Images in a zip (mnist).")
+    rows: int | None = Field(None, description="Rows in a CSV (penguins).")
     layout: str
     label_counts: dict[str, int]
     received_at: str
+    source: str | None = Field(None, description="`feedback`: collected examples, for an automatic job.")
+    examples_watermark: int | None = Field(
+        None, description="An automatic job's: the highest collected example id it trains on."
+    )
 
 
 class JobInfo(BaseModel):
     job_id: str
     model: str
+    trigger: str = Field(
+        description="`upload` (an upload started it) or `automatic` (RETRAIN_MIN_EXAMPLES collected examples)"
+    )
     status: str = Field(description="queued, running, succeeded, rejected, failed or interrupted")
     status_url: str
     created_at: str
@@ -121,13 +131,15 @@ class JobInfo(BaseModel):
     progress: dict[str, Any] | None = Field(
         None,
         description="While running: stage, epoch, epochs, loss, accuracy, eta_seconds, and once loaded "
-        "upload_images and replay_images (the earlier images mixed in against forgetting).",
+        "upload_images and replay_images (the earlier images mixed in against forgetting; for penguins "
+        "upload_rows and replay_rows).",
     )
     history: list[dict[str, Any]] = Field(default_factory=list, description="Metrics of every finished epoch.")
     result: dict[str, Any] | None = Field(
         None,
         description="At the end: the new version, its hold-out accuracy and the serving version's, and how many "
-        "upload_images and replay_images it trained on.",
+        "upload_images and replay_images (penguins: upload_rows, replay_rows) it trained on; `refused`: why a "
+        "candidate was not even stored.",
     )
     error: str | None = None
 
@@ -169,3 +181,59 @@ class DigitBatchItem(BaseModel):
     prediction_id: PredictionId | None = None
     error: str | None = Field(None, description="Why this file could not be read (other files still are).")
     status: int = Field(200, description="The HTTP status this file alone would have got.")
+
+
+def _label_text(value: object) -> object:
+    """A digit may come as a number: {"label": 7} is "7"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class FeedbackIn(BaseModel):
+    label: Annotated[
+        str,
+        BeforeValidator(_label_text),
+        Field(
+            min_length=1,
+            max_length=100,
+            description="The true label: a digit 0-9 for mnist, a species for penguins.",
+            examples=["7"],
+        ),
+    ]
+
+
+class FeedbackRecorded(BaseModel):
+    prediction_id: str
+    model: str
+    model_version: int = Field(description="The version that made the prediction.")
+    answer: str = Field(description="What the model answered.")
+    label: str = Field(description="The true label, as recorded.")
+    correct: bool = Field(description="Whether the answer was the label.")
+    replaced: bool = Field(description="Whether this label replaced an earlier one for the same prediction.")
+    replaced_label: str | None = Field(None, description="The label it replaced.")
+    example_id: int = Field(description="The collected example's id (a replaced label gets a new one).")
+
+
+class AutomaticRetrainingInfo(BaseModel):
+    enabled: bool = Field(description="Whether this model is retrained automatically (it can be retrained).")
+    min_examples: int = Field(description="RETRAIN_MIN_EXAMPLES: new examples that start a job.")
+    new_examples: int = Field(
+        description="Collected examples newer than the serving version and than the last automatic job's."
+    )
+    schedule: str | None = Field(description="RETRAIN_SCHEDULE; null: a job starts as soon as the threshold is met.")
+    next_check: str | None = Field(description="With a schedule, when the threshold is checked next (UTC).")
+    job_id: str | None = Field(None, description="The automatic job queued or running now.")
+
+
+class ExamplesInfo(BaseModel):
+    model: str
+    serving_version: int | None
+    since_example_id: int = Field(description="The serving version learned collected examples up to this id.")
+    total: int = Field(description="Labelled examples collected since the serving version was trained.")
+    by_label: dict[str, int]
+    by_source: dict[str, int] = Field(
+        description="`feedback`: labels sent for predictions; `uploads`: the labelled images of uploads received "
+        "since the serving version was made that it did not learn from."
+    )
+    automatic_retraining: AutomaticRetrainingInfo

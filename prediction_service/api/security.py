@@ -11,7 +11,8 @@ from prediction_service.api.deps import ServicesDep
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="The admin token (ADMIN_TOKEN, or the one generated at first start in MODEL_DIR/admin_token).",
+    description="The admin token (ADMIN_TOKEN, or the one generated at first start in MODEL_DIR/admin_token); "
+    "for feedback, also a FEEDBACK_TOKENS one.",
 )
 
 
@@ -24,11 +25,29 @@ async def require_admin(
 AdminDep = Depends(require_admin)
 
 
+async def require_feedback_token(
+    services: ServicesDep, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    services.feedback_tokens.check_header(request.headers.get("authorization", ""))
+
+
+FeedbackDep = Depends(require_feedback_token)
+
+
 def admin_paths(app: FastAPI) -> list[re.Pattern[str]]:
     """The path patterns of every route that needs the admin token (including included routers)."""
+    return _paths_needing(app, require_admin)
+
+
+def feedback_paths(app: FastAPI) -> list[re.Pattern[str]]:
+    """The path patterns of every route that takes a feedback token."""
+    return _paths_needing(app, require_feedback_token)
+
+
+def _paths_needing(app: FastAPI, requirement: object) -> list[re.Pattern[str]]:
     patterns = []
     for context in iter_route_contexts(app.routes):
         dependant = getattr(context.original_route, "dependant", None)
-        if dependant is not None and any(dep.call is require_admin for dep in dependant.dependencies):
+        if dependant is not None and any(dep.call is requirement for dep in dependant.dependencies):
             patterns.append(context.route.path_regex)  # type: ignore[attr-defined]  # an APIRoute's
     return patterns

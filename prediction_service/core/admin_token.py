@@ -47,15 +47,20 @@ class AdminToken:
 
     def check_header(self, authorization: str) -> None:
         """Check an `Authorization` header value; raise Unauthorized or Forbidden."""
-        scheme, _, credentials = authorization.strip().partition(" ")
-        self.check(scheme or None, credentials.strip() or None)
+        if not self.matches(bearer_token(authorization, "the admin token")):
+            raise Forbidden("the admin token is wrong")
 
-    def check(self, scheme: str | None, credentials: str | None) -> None:
-        if not scheme or not credentials:
-            raise Unauthorized("this needs the admin token: send the header `Authorization: Bearer <token>`")
-        if scheme.lower() != "bearer":
-            raise Unauthorized(f"the Authorization scheme must be Bearer, not {scheme[:20]!r}")
+    def matches(self, credentials: str) -> bool:
         if self._token is None:
             self.ensure()
-        if not hmac.compare_digest(credentials.encode(), (self._token or "").encode()):
-            raise Forbidden("the admin token is wrong")
+        return hmac.compare_digest(credentials.encode(), (self._token or "").encode())
+
+
+def bearer_token(authorization: str, needed: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header value; Unauthorized if there is none."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if not scheme or not credentials.strip():
+        raise Unauthorized(f"this needs {needed}: send the header `Authorization: Bearer <token>`")
+    if scheme.lower() != "bearer":
+        raise Unauthorized(f"the Authorization scheme must be Bearer, not {scheme[:20]!r}")
+    return credentials.strip()

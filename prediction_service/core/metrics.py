@@ -9,6 +9,7 @@ import os
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -50,10 +51,15 @@ def _prediction_counter(model: str, version: int, result: str) -> Counter:
     return PREDICTIONS.labels(model, version, result)
 
 
-def exposition() -> bytes:
-    """The metrics in Prometheus's text format (summed over worker processes in multiprocess mode)."""
+def exposition(*shared: Collector) -> bytes:
+    """The metrics in Prometheus's text format (summed over worker processes in multiprocess mode), then those of
+    `shared` collectors, which read figures every process shares (e.g. from a database) at each scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROCESS_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest(DEFAULT_REGISTRY)
+    else:
+        registry = DEFAULT_REGISTRY
+    extra = CollectorRegistry(auto_describe=False)
+    for collector in shared:
+        extra.register(collector)
+    return generate_latest(registry) + generate_latest(extra)

@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from prediction_service.core.schedule import check_cron
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
@@ -49,6 +51,8 @@ class Settings(BaseSettings):
     max_zip_uncompressed_bytes: int = Field(1024 * MIB, ge=1)
     max_zip_compression_ratio: float = Field(100.0, gt=1.0)
     max_batch_items: int = Field(256, ge=1, description="Rows or files in one batch request.")
+    max_csv_rows: int = Field(100_000, ge=1, description="Rows of a CSV of labelled penguins.")
+    max_csv_bytes: int = Field(10 * MIB, ge=1, description="Bytes of a CSV of labelled penguins.")
 
     # Serving
     reload_interval: float = Field(0.5, gt=0, description="Seconds between checks for a new serving version.")
@@ -62,6 +66,16 @@ class Settings(BaseSettings):
     # The learning loop
     prediction_log_max: int = Field(
         100_000, ge=0, description="Predictions kept so that feedback can refer to them; 0: none (no feedback)."
+    )
+    feedback_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer tokens that may send feedback, and do nothing else."
+    )
+    retrain_min_examples: int = Field(200, ge=1, description="New labelled examples that start an automatic job.")
+    retrain_schedule: str | None = Field(
+        None, description="Cron expression: check the threshold only then; unset: as soon as it is reached."
+    )
+    shadow_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of live requests a shadow version also answers (0-1)."
     )
 
     # Logs
@@ -80,12 +94,19 @@ class Settings(BaseSettings):
     notify_email_from: str = "prediction-service@localhost"
     notify_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("webhook_urls", "notify_email_to", mode="before")
+    @field_validator("webhook_urls", "notify_email_to", "feedback_tokens", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_cron(value.strip())
 
 
 @lru_cache

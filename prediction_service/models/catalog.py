@@ -26,3 +26,7 @@ def model_named(name: str) -> ModelFactory:
 
 def model_names() -> list[str]:
     return [factory.name for factory in MODELS]
+
+
+def retrainable_model_names() -> list[str]:
+    return [factory.name for factory in MODELS if factory.retraining is not None]

@@ -5,7 +5,7 @@ models/catalog.py. A loaded version is whatever `load` returns; its own typed `p
 (or, for a model served from another process, its package's predictor) answers requests.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -61,10 +61,20 @@ class Candidate(Protocol):
 
     def score(self, holdout: tuple[np.ndarray, np.ndarray]) -> float: ...
 
+    def refusal(self, holdout: tuple[np.ndarray, np.ndarray]) -> str | None:
+        """Why this candidate must not be published whatever its score (e.g. it would not serve what it
+        learned); None: nothing stops it."""
+        ...
+
     def save(self, folder: Path) -> None: ...
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]  # called with each finished epoch's metrics
+
+# A loaded version's answers (as the API shows them: "7", "Adelie") to inputs that the serving version answered,
+# as the prediction routes offer them to the shadow. On the event loop: short work inline, and await what is long
+# (another process), so that answers never wait for it.
+ShadowAnswers = Callable[[Any, list[Any]], Awaitable[list[str]]]
 
 
 def final_epoch(history: list[dict[str, float]]) -> dict[str, float]:
@@ -80,6 +90,16 @@ class RetrainingRecipe(Protocol):
     (labelled arrays: an accepted upload, storage.uploads, plus a replay sample of earlier data)."""
 
     gate_metric: str  # the hold-out metric a candidate must not lose (more than the margin) against the serving one
+    unit: str  # what its examples are called in job records and manifests ("images", "rows")
+
+    def params(self, settings: Settings) -> dict[str, Any]:
+        """A job's parameters, fixed when it is queued. `replay_size`: examples replayed (None: all);
+        `gate_margin`: RETRAIN_GATE_MARGIN; `epochs`, if it trains in epochs."""
+        ...
+
+    def set_up_process(self, threads: int) -> None:
+        """Bound the training's threads, in the job's process before anything else runs there."""
+        ...
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
         """The fixed hold-out set every version of the model is scored on."""
@@ -119,12 +139,21 @@ class Model(Protocol[LoadedCo]):
         """Train and store version 1 (the registry makes it serve)."""
         ...
 
+    def labels(self, manifest: dict[str, Any]) -> list[str]:
+        """The labels a version (by its manifest) answers with, in the order of its class indices: what
+        feedback may send, and what the class indices of its retraining data mean."""
+        ...
+
     def load(self, stored: StoredVersion) -> LoadedCo:
         """Load a stored version so that it can serve; raise Unavailable, or any error for a bad version."""
         ...
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature | None:
         """Its tensors and predict under /v2 (the Open Inference Protocol); None: not served there."""
+        ...
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers | None:
+        """How a version other than the serving one answers as its shadow; None: it cannot have a shadow."""
         ...
 
 

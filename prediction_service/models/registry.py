@@ -5,6 +5,9 @@ keeps answering, then replaces one dictionary entry; a request reads that entry
 once, so it sees either the old model or the new one, never a mix. Every worker
 process polls the store's serving pointers (`refresh`) so that all of them serve
 the version the pointer names, whichever process moved it.
+
+A model may also have a shadow: another version, loaded the same way when the store's
+shadow pointer names it, that answers beside the serving one (serving.shadow compares them).
 """
 
 import dataclasses
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from prediction_service.core import metrics
-from prediction_service.core.errors import ModelUnavailable, NotFound
+from prediction_service.core.errors import Conflict, ModelUnavailable, NotFound
 from prediction_service.models.interface import Model, ModelStatus, ServedModel, Unavailable
 from prediction_service.storage.versions import CorruptVersion, ModelStore, StoredVersion
 
@@ -35,6 +38,9 @@ class Registry:
         self._after_swap = after_swap or (lambda: None)
         self.models = {model.name: model for model in models}
         self._served: dict[str, ServedModel[Any]] = {}
+        # The shadow versions loaded here, by model: read once per answer, so empty costs one lookup.
+        self.shadows: dict[str, ServedModel[Any]] = {}
+        self._shadow_stamps: dict[str, tuple[int, int] | None] = {}
         self._status = {name: ModelStatus() for name in self.models}
         self._stamps: dict[str, tuple[int, int] | None] = {}
         self._load_locks = {name: threading.Lock() for name in self.models}
@@ -53,6 +59,10 @@ class Registry:
         served = self.get(name)
         assert isinstance(served.predictor, loaded_type), (name, type(served.predictor))
         return cast(ServedModel[Loaded], served)
+
+    def labels(self, name: str) -> list[str]:
+        """The labels the serving version answers with (503 while none serves)."""
+        return self._model(name).labels(self.get(name).manifest)
 
     def status(self, name: str) -> ModelStatus:
         """How the model is doing, and which version serves (None while none does)."""
@@ -98,6 +108,7 @@ class Registry:
             try:
                 self._ensure_first_version(model)
                 self._load_serving(model)
+                self.refresh_shadow(model.name)
             except Unavailable as error:
                 log.error("%s", error.detail)
                 self._status[model.name] = ModelStatus("unavailable", reason=error.reason, fix=error.fix)
@@ -154,6 +165,7 @@ class Registry:
         """Serve what the store's pointers name now (cheap when nothing changed)."""
         for name in self.models:
             self.refresh_model(name)
+            self.refresh_shadow(name)
 
     def pointer_changed(self, name: str) -> bool:
         """Whether the store names another serving version than the one loaded here (a stat)."""
@@ -179,10 +191,67 @@ class Registry:
         stored = self.store.read_version(name, version)  # NotFound, or CorruptVersion below
         predictor = model.load(stored)
         with self._load_locks[name]:
-            self.store.set_serving(name, version)
+            self.store.set_serving(name, version)  # ends the shadow if it was this version: promoted
             self._served[name] = ServedModel(name, version, stored.manifest, predictor)
             metrics.SERVING_VERSION.labels(name).set(version)
             self._status[name] = ModelStatus("ready")
             self._stamps[name] = self.store.pointer_stamp(name)
+            if self.store.shadow(name) is None:
+                self.shadows.pop(name, None)
+                self._shadow_stamps[name] = self.store.shadow_stamp(name)
         self._after_swap()
         return self._served[name]
+
+    # The shadow
+
+    def set_shadow(self, name: str, version: int) -> ServedModel[Any]:
+        """Load `version` of `name` here and make it the shadow, here now and elsewhere at the next refresh."""
+        model = self._model(name)
+        if version == self.get(name).version:
+            raise Conflict(
+                f"version {version} of {name!r} is the serving version: it cannot shadow itself; "
+                "choose another version (GET /models lists them)"
+            )
+        stored = self.store.read_version(name, version)  # NotFound; CorruptVersion is a Conflict
+        try:
+            predictor = model.load(stored)
+        except Conflict:  # CorruptVersion: says why already
+            raise
+        except Exception as error:
+            why = getattr(error, "detail", error)
+            raise Conflict(f"version {version} of {name!r} cannot be loaded, so it cannot shadow: {why}") from error
+        with self._load_locks[name]:
+            self.store.set_shadow(name, version)
+            self.shadows[name] = ServedModel(name, version, stored.manifest, predictor)
+            self._shadow_stamps[name] = self.store.shadow_stamp(name)
+        return self.shadows[name]
+
+    def end_shadow(self, name: str) -> None:
+        self._model(name)
+        with self._load_locks[name]:
+            if not self.store.clear_shadow(name):
+                raise NotFound(
+                    f"model {name!r} has no shadow; POST /models/{name}/versions/{{version}}/shadow starts one"
+                )
+            self.shadows.pop(name, None)
+            self._shadow_stamps[name] = self.store.shadow_stamp(name)
+
+    def refresh_shadow(self, name: str) -> None:
+        """Load the shadow the store names, or drop it, if its pointer changed since the last look (else a stat)."""
+        if self._status[name].state != "ready" or self.store.shadow_stamp(name) == self._shadow_stamps.get(name):
+            return
+        with self._load_locks[name]:
+            stamp = self.store.shadow_stamp(name)
+            version = self.store.shadow(name)
+            current = self.shadows.get(name)
+            if version is None:
+                self.shadows.pop(name, None)
+            elif current is None or current.version != version:
+                try:
+                    stored = self.store.read_version(name, version)
+                    self.shadows[name] = ServedModel(name, version, stored.manifest, self.models[name].load(stored))
+                    log.info("%s version %d answers in shadow", name, version)
+                except Exception as error:  # noqa: BLE001 - a shadow that cannot load is no reason to stop serving
+                    log.error("%s version %d cannot shadow here: %s", name, version, getattr(error, "detail", error))
+                    self.shadows.pop(name, None)
+            self._shadow_stamps[name] = stamp

@@ -59,6 +59,10 @@ class LabelledImages:
     labels: np.ndarray  # (n,) uint8
     layout: str
 
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.images
+
     def label_counts(self) -> dict[str, int]:
         counts = Counter(int(label) for label in self.labels)
         return {str(digit): counts.get(digit, 0) for digit in range(10)}

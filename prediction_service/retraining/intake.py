@@ -1,28 +1,30 @@
-"""Accepting an upload: validate it completely, store it, then record a queued job."""
+"""Accepting an upload (a zip of digits, a CSV of penguins): validate it completely, store it, then record a
+queued job."""
 
 import hashlib
 import logging
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from prediction_service.core.errors import InvalidInput
 from prediction_service.core.settings import Settings
+from prediction_service.models.catalog import model_named
+from prediction_service.models.penguins import PENGUINS
 from prediction_service.retraining.archive import ArchiveLimits, DecodeChunks, read_labelled_zip
+from prediction_service.retraining.penguin_rows import CsvLimits, read_penguin_rows
 from prediction_service.storage.jobs import Job, JobStore, new_job_id
-from prediction_service.storage.uploads import UploadStore
+from prediction_service.storage.uploads import Dataset, UploadStore
 from prediction_service.storage.versions import utc_now
 
 log = logging.getLogger(__name__)
 
 
-def training_params(settings: Settings) -> dict[str, Any]:
-    return {
-        "epochs": settings.retrain_epochs,
-        "batch_size": settings.retrain_batch_size,
-        "validation_split": settings.retrain_validation_split,
-        "learning_rate": settings.retrain_learning_rate,
-        "replay_size": settings.retrain_replay_size,
-        "gate_margin": settings.retrain_gate_margin,
-    }
+def training_params(settings: Settings, model: str) -> dict[str, Any]:
+    """A new job's parameters: what its model's retraining takes, from the settings of now."""
+    retraining = model_named(model).retraining
+    if retraining is None:
+        raise InvalidInput(f"the model {model!r} is not retrained")
+    return retraining.params(settings)
 
 
 class Intake:
@@ -37,28 +39,46 @@ class Intake:
         self.jobs = jobs
         self.uploads = uploads
         self.limits = limits
+        self.csv_limits = CsvLimits(settings.max_csv_rows, settings.max_csv_bytes)
         self.settings = settings
         self.decode_chunks = decode_chunks
 
     def accept(self, model: str, file: BinaryIO, filename: str | None) -> Job:
-        """Blocking (run it in a thread). Raises a ServiceError saying what to fix."""
+        """A zip of labelled images. Blocking (run it in a thread). Raises a ServiceError saying what to fix."""
         with self.uploads.incoming() as path:
             size, sha256 = _copy_and_hash(file, path)
             data = read_labelled_zip(path, self.limits, self.decode_chunks)
+        summary = {"bytes": size, "sha256": sha256, "images": len(data.labels), "layout": data.layout}
+        return self._queue(model, data, data.label_counts(), summary, filename)
+
+    def accept_penguin_rows(self, file: BinaryIO, filename: str | None, species: list[str]) -> Job:
+        """A CSV of labelled penguins (labels: `species`, the serving version's classes). Blocking, like `accept`."""
+        file.seek(0)
+        content = file.read(self.csv_limits.max_bytes + 1)  # one byte more than allowed tells it is too large
+        data = read_penguin_rows(content, species, self.csv_limits)
+        summary = {
+            "bytes": len(content),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "rows": len(data.labels),
+            "layout": "csv",
+        }
+        return self._queue(PENGUINS, data, data.label_counts(), summary, filename)
+
+    def _queue(
+        self, model: str, data: Dataset, label_counts: dict[str, int], summary: dict[str, Any], filename: str | None
+    ) -> Job:
+        """Store a checked upload, then record its job: queued, with the parameters of now."""
         job_id = new_job_id()
         upload = {
             "id": job_id,
             "filename": (filename or "")[:200],
-            "bytes": size,
-            "sha256": sha256,
-            "images": len(data.labels),
-            "layout": data.layout,
-            "label_counts": data.label_counts(),
+            **summary,
+            "label_counts": label_counts,
             "received_at": utc_now(),
         }
         self.uploads.save(job_id, data, upload)
-        job = self.jobs.create(job_id, model, upload, training_params(self.settings))
-        log.info("accepted upload of %d images as job %s", len(data.labels), job_id)
+        job = self.jobs.create(job_id, model, upload, training_params(self.settings, model))
+        log.info("accepted an upload of %d labelled examples for %s as job %s", len(data.labels), model, job_id)
         return job
 
 

@@ -40,6 +40,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "model": job.model,
         "status": job.status,
+        "trigger": job.trigger,
         "status_url": f"/jobs/{job.id}",
         "new_version": result.get("version"),
         "published": result.get("published", False),

@@ -17,7 +17,16 @@ from filelock import FileLock, Timeout
 from prediction_service.core.child_process import start_child
 from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import model_names
-from prediction_service.storage.jobs import FAILED, INTERRUPTED, REJECTED, SUCCEEDED, Job, JobStore, job_result
+from prediction_service.storage.jobs import (
+    AUTOMATIC,
+    FAILED,
+    INTERRUPTED,
+    REJECTED,
+    SUCCEEDED,
+    Job,
+    JobStore,
+    job_result,
+)
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
@@ -25,6 +34,8 @@ from prediction_service.storage.versions import ModelStore
 log = logging.getLogger(__name__)
 
 LOCK_POLL_SECONDS = 0.5
+# An automatic job that a server stop interrupted is queued again (nobody is there to retry it), this many runs at most.
+AUTOMATIC_MAX_ATTEMPTS = 3
 
 
 class JobRunner:
@@ -89,11 +100,21 @@ class JobRunner:
             note = f"; candidate version {version.version} was stored but not published (activate it, or retry)"
         else:
             note = ""
+            if self._requeued(job):
+                return None
         self.jobs.finish(
             job.id, INTERRUPTED, error=f"the server stopped while the job was running{note}; POST /jobs/{job.id}/retry"
         )
         log.warning("job %s was interrupted by a server stop", job.id)
         return job.id
+
+    def _requeued(self, job: Job) -> bool:
+        """Queue an interrupted automatic job again, as long as it has attempts left."""
+        if job.trigger != AUTOMATIC or job.attempts >= AUTOMATIC_MAX_ATTEMPTS:
+            return False
+        self.jobs.requeue(job.id)
+        log.warning("automatic job %s was interrupted by a server stop; queued again", job.id)
+        return True
 
     # Running
 
@@ -124,7 +145,7 @@ class JobRunner:
             return False
 
     async def _train(self, job: Job) -> None:
-        log.info("job %s: training on %d images", job.id, job.upload.get("images", 0))
+        log.info("job %s: retraining %s", job.id, job.model)
         settings = self.settings
         self._process = await start_child(
             "prediction_service.retraining.training_job",
@@ -147,6 +168,8 @@ class JobRunner:
                 await self.on_outcome()  # serve a published version here before the job reads final
             status, result, error = outcome["status"], outcome["result"], outcome["error"]
         elif self._stopping:
+            if await asyncio.to_thread(self._requeued, job):
+                return
             status, result, error = INTERRUPTED, None, f"the server stopped during the job; POST /jobs/{job.id}/retry"
         else:
             status, result, error = FAILED, None, f"the training process exited with code {exit_code}"

@@ -6,8 +6,11 @@ It fine-tunes a fresh copy of the serving version (never the object that serves)
 on the job's uploaded data plus a replay sample of what that version learned
 from (so it does not forget the classes the upload lacks), scores it on the
 model's fixed hold-out set, stores it as a new version, and makes it serve only
-if it passes the gate. What the model needs for this is its `retraining`
-(models.interface). Progress goes to the job record after every epoch.
+if it passes the gate. A candidate that the model itself refuses (e.g. its fast
+path would answer otherwise than what it learned) is rejected and not stored.
+What the model needs for this is its `retraining` (models.interface), which also
+bounds its threads: only the digit model's jobs load TensorFlow. Progress goes
+to the job record after every epoch.
 """
 
 import argparse
@@ -19,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.core import tf_runtime
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
-from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result
+from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result, job_result_of
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
@@ -37,40 +39,43 @@ def retrain(
     store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job, retraining: RetrainingRecipe
 ) -> tuple[str, dict[str, Any]]:
     params = job.params
+    unit = retraining.unit
+    epochs = params.get("epochs")  # None: a model that does not train in epochs
 
     def stage(name: str, **extra: Any) -> None:
-        jobs.set_progress(job.id, {"stage": name, "epoch": 0, "epochs": params["epochs"], **extra})
+        jobs.set_progress(job.id, {"stage": name, "epoch": 0, "epochs": epochs, **extra})
 
     stage("loading")
-    images, labels = uploads.load(job.upload["id"])
+    inputs, labels = uploads.load(job.upload["id"])
     holdout = retraining.holdout(store)
     pointer = store.serving(job.model)
     if pointer is None:
         raise RuntimeError(f"{job.model} has no serving version to fine-tune")
     parent = store.read_version(job.model, pointer.version)
     seed = int(job.id[:8], 16)  # reproducible per job, different between jobs
-    replayed = replay.sample(store, uploads, job.model, parent.version, params.get("replay_size", 0), seed)
-    counts = {"upload_images": len(labels), "replay_images": len(replayed.labels)}
+    replayed = replay.sample(store, uploads, job.model, parent.version, params.get("replay_size"), seed, like=inputs)
+    counts = {f"upload_{unit}": len(labels), f"replay_{unit}": len(replayed.labels)}
 
     stage("training", **counts)
     candidate = retraining.fine_tune(
         parent,
-        (np.concatenate([images, replayed.images]), np.concatenate([labels, replayed.labels])),
+        (np.concatenate([inputs, replayed.inputs]), np.concatenate([labels, replayed.labels])),
         params,
         seed,
         on_epoch=lambda epoch: jobs.set_progress(job.id, {"stage": "training", **counts, **epoch}, epoch),
     )
     history = candidate.history
-    stage("evaluating", epoch=params["epochs"], **counts)
+    stage("evaluating", epoch=epochs, **counts)
     candidate_accuracy = candidate.score(holdout)
+    refusal = candidate.refusal(holdout)
 
     # Compare with what serves now (someone may have activated another version meanwhile).
     serving = store.read_version(job.model, (store.serving(job.model) or pointer).version)
     serving_accuracy = serving.manifest.get("metrics", {}).get(retraining.gate_metric)
-    if serving_accuracy is None:
+    if serving_accuracy is None:  # a version stored before the model had this metric
         serving_accuracy = retraining.score(serving, holdout)
     margin = params["gate_margin"]
-    passed = candidate_accuracy >= serving_accuracy - margin
+    passed = refusal is None and candidate_accuracy >= serving_accuracy - margin
     gate = {
         "passed": passed,
         "candidate_accuracy": round(candidate_accuracy, 4),
@@ -78,33 +83,39 @@ def retrain(
         "serving_accuracy": round(serving_accuracy, 4),
         "margin": margin,
         "rule": "publish if candidate_accuracy >= serving_accuracy - margin",
+        **({"refused": refusal} if refusal else {}),
     }
     log.info("job %s gate: %s", job.id, gate)
 
-    stage("publishing", epoch=params["epochs"], **counts)
+    stage("publishing", epoch=epochs, **counts)
     manifest = {
         "source": "retraining",
         "job_id": job.id,
         "parent_version": parent.version,
         "training_data": {
             "description": f"upload {job.upload['id']} ({job.upload.get('filename') or 'unnamed'}): "
-            f"{len(labels)} images, {job.upload.get('layout')}",
+            f"{len(labels)} {unit}, {job.upload.get('layout')}",
             "sha256": job.upload.get("sha256"),
             "upload_id": job.upload["id"],
-            "images": len(labels),
-            "replay_images": len(replayed.labels),
-            "replay_pool": {"images": replayed.pool_size, "sources": replayed.sources},
+            "unit": unit,
+            unit: len(labels),
+            f"replay_{unit}": len(replayed.labels),
+            "replay_pool": {unit: replayed.pool_size, "sources": replayed.sources},
+            # Collected examples (an automatic job): the highest example id learned, the lineage's watermark.
+            **({"examples_watermark": job.upload["examples_watermark"]} if "examples_watermark" in job.upload else {}),
         },
-        "parameters": {
-            key: params[key]
-            for key in ("epochs", "batch_size", "validation_split", "learning_rate", "replay_size")
-            if key in params
-        },
+        "trigger": job.trigger,
+        "parameters": {key: value for key, value in params.items() if key != "gate_margin"},
         "metrics": {retraining.gate_metric: round(candidate_accuracy, 4), **final_epoch(history)},
         "gate": gate,
         "history": history,
         "libraries": library_versions(),
     }
+    parent_classes = parent.manifest.get("classes")
+    if parent_classes is not None:  # what the labels mean (the indices of the parent's classes)
+        manifest["classes"] = parent_classes
+    if refusal is not None:  # never stored: activating it by hand would serve what it refuses
+        return REJECTED, {**job_result_of(manifest, None, False), "refused": refusal}
     stored = store.add_version(job.model, candidate.save, manifest)
     if passed:
         store.set_serving(job.model, stored.version)
@@ -121,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     set_up_child(args)
     if args.niceness > os.getpriority(os.PRIO_PROCESS, 0):  # the server may have lowered it already
         os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
-    tf_runtime.limit_threads(args.threads, 1)
 
     layout = Layout(args.model_dir)
     store = ModelStore(args.model_dir)
@@ -132,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         retraining = model_named(job.model).retraining
         if retraining is None:
             raise RuntimeError(f"{job.model} cannot be retrained")
+        retraining.set_up_process(args.threads)
         status, result = retrain(store, jobs, uploads, job, retraining)
     except Exception as error:
         log.exception("job %s failed", job.id)
         jobs.record_outcome(job.id, FAILED, None, f"{type(error).__name__}: {getattr(error, 'detail', error)}")
         return 1
     jobs.record_outcome(job.id, status, result, None)
-    log.info("job %s %s: version %s", job.id, status, result["version"])
+    log.info("job %s %s: version %s", job.id, status, result.get("version"))
     return 0
 
 

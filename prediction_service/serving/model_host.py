@@ -31,14 +31,15 @@ from prediction_service.serving.messages import (
 )
 
 log = logging.getLogger("prediction_service.serving.model_host")
-KEPT_MODELS = 2
+# The serving version, the shadow, and a version being swapped in while requests drain: none evicts another.
+KEPT_MODELS = 3
 
 
 class ModelHost:
     def __init__(self, limits: ImageLimits, threads: int) -> None:
         self.limits = limits
         self.threads = threads
-        # The versions used last (the serving one, and the one it replaced while requests drain).
+        # The versions used last (the serving one, the shadow, and the one replaced while requests drain).
         self.models: OrderedDict[int, OnnxDigitClassifier] = OrderedDict()
 
     def model(self, version: int, path: str) -> OnnxDigitClassifier:

@@ -74,6 +74,10 @@ class ModelProcess:
             raise reply.failure
         return reply
 
+    def busy(self) -> bool:
+        """Whether a request is in the process or waiting for it."""
+        return self._lock.locked()
+
     def call_from_thread(self, message: LoadModel | Predict, timeout: float = START_TIMEOUT) -> Reply:
         """`call` for code running in another thread (e.g. the registry loading a version)."""
         assert self._loop is not None, "start() first"

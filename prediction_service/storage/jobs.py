@@ -24,6 +24,8 @@ QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
     "interrupted",
 )
 RETRYABLE = (FAILED, INTERRUPTED)
+# What started a job: an upload, or the learning loop (retraining.triggers) on collected examples.
+UPLOAD, AUTOMATIC = "upload", "automatic"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,10 +42,21 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT,
     history TEXT NOT NULL DEFAULT '[]',
     result TEXT,
-    error TEXT
+    error TEXT,
+    trigger TEXT NOT NULL DEFAULT 'upload'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+-- At most one automatic job per model waits or runs, whichever process or restart tries to add another.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_automatic ON jobs (model)
+    WHERE trigger = 'automatic' AND status IN ('queued', 'running');
 """
+
+
+def add_trigger_column(db: sqlite3.Connection) -> None:
+    """Stores made before automatic jobs have no `trigger` column: their jobs were all uploads."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if columns and "trigger" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'upload'")
 
 
 @dataclass
@@ -61,6 +74,7 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     error: str | None = None
+    trigger: str = UPLOAD
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -78,6 +92,7 @@ class Job:
             history=json.loads(row["history"]),
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
+            trigger=row["trigger"],
         )
 
 
@@ -87,32 +102,72 @@ def new_job_id() -> str:
 
 def job_result(version: StoredVersion, published: bool) -> dict[str, Any]:
     """A finished job's result: the version it stored and the gate's verdict (from the version's manifest)."""
-    gate = version.manifest.get("gate") or {}
-    training_data = version.manifest.get("training_data", {})
+    return job_result_of(version.manifest, version.version, published)
+
+
+def job_result_of(manifest: dict[str, Any], version: int | None, published: bool) -> dict[str, Any]:
+    """The result of a job whose candidate has this manifest (`version` None: the candidate was not stored)."""
+    gate = manifest.get("gate") or {}
+    training_data = manifest.get("training_data", {})
+    unit = training_data.get("unit", "images")  # manifests from before other models retrained: images
     return {
-        "version": version.version,
+        "version": version,
         "published": published,
         "holdout_accuracy": gate.get("candidate_accuracy"),
         "serving_version": gate.get("serving_version"),
         "serving_accuracy": gate.get("serving_accuracy"),
         "margin": gate.get("margin"),
-        "upload_images": training_data.get("images"),
-        "replay_images": training_data.get("replay_images"),
+        f"upload_{unit}": training_data.get(unit),
+        f"replay_{unit}": training_data.get(f"replay_{unit}"),
     }
 
 
 class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.database = SqliteDatabase(path, SCHEMA)
+        self.database = SqliteDatabase(path, SCHEMA, upgrade=add_trigger_column)
 
     def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
         with self.database.transaction() as db:
-            db.execute(
-                "INSERT INTO jobs (id, model, status, created_at, upload, params) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, model, QUEUED, utc_now(), json.dumps(upload), json.dumps(params)),
-            )
+            _insert(db, job_id, model, upload, params, UPLOAD)
         return self.get(job_id)
+
+    def create_automatic(
+        self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], last_watermark: int
+    ) -> Job | None:
+        """Queue an automatic job on the examples up to `upload["examples_watermark"]`, unless another automatic
+        job of the model waits or runs, or another attempt was made since the caller saw `last_watermark`
+        (then None). Checked and written in one BEGIN IMMEDIATE transaction: one winner across processes."""
+        with self.database.transaction() as db:
+            if _last_automatic_watermark(db, model) != last_watermark:
+                return None
+            try:
+                _insert(db, job_id, model, upload, params, AUTOMATIC)
+            except sqlite3.IntegrityError:  # jobs_one_automatic: one is queued or running
+                return None
+        return self.get(job_id)
+
+    def last_automatic_watermark(self, model: str) -> int:
+        """The highest example id an automatic job of `model` was given (0: none yet)."""
+        with self.database.connect() as db:
+            return _last_automatic_watermark(db, model)
+
+    def active_automatic(self, model: str) -> Job | None:
+        with self.database.connect() as db:
+            row = db.execute(
+                "SELECT * FROM jobs WHERE model = ? AND trigger = ? AND status IN (?, ?)",
+                (model, AUTOMATIC, QUEUED, RUNNING),
+            ).fetchone()
+        return None if row is None else Job.from_row(row)
+
+    def uploads_since(self, model: str, created_at: str) -> list[Job]:
+        """The upload jobs of `model` created at or after `created_at` (an ISO time), oldest first."""
+        with self.database.connect() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE model = ? AND trigger = ? AND created_at >= ? ORDER BY seq",
+                (model, UPLOAD, created_at),
+            ).fetchall()
+        return [Job.from_row(row) for row in rows]
 
     def get(self, job_id: str) -> Job:
         with self.database.connect() as db:
@@ -189,5 +244,38 @@ class JobStore:
                 raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
             if row["status"] not in RETRYABLE:
                 raise Conflict(f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried")
-            db.execute("UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ?", (QUEUED, job_id))
+            try:
+                db.execute(
+                    "UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ?", (QUEUED, job_id)
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    f"job {job_id} is automatic and another automatic job of its model is queued or running; "
+                    "retry it once that one has finished"
+                ) from None
         return self.get(job_id)
+
+    def requeue(self, job_id: str) -> None:
+        """Put a job whose process died back in the queue, as it was (its attempts count on)."""
+        with self.database.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ? AND status = ?",
+                (QUEUED, job_id, RUNNING),
+            )
+
+
+def _insert(
+    db: sqlite3.Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
+) -> None:
+    db.execute(
+        "INSERT INTO jobs (id, model, status, created_at, upload, params, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (job_id, model, QUEUED, utc_now(), json.dumps(upload), json.dumps(params), trigger),
+    )
+
+
+def _last_automatic_watermark(db: sqlite3.Connection, model: str) -> int:
+    row = db.execute(
+        "SELECT max(json_extract(upload, '$.examples_watermark')) FROM jobs WHERE model = ? AND trigger = ?",
+        (model, AUTOMATIC),
+    ).fetchone()
+    return int(row[0] or 0)

@@ -9,6 +9,7 @@ MODEL_DIR/
   uploads/.incoming-*.zip       a received zip while it is checked
   <model>/<version>/            manifest.json and the artifacts; immutable once renamed into place
   <model>/serving.json          which version serves (written last)
+  <model>/shadow.json           which version answers beside it as the shadow (absent: none)
   <model>/holdout.npz           files kept beside the versions (e.g. the fixed hold-out set)
   <model>/.<purpose>.lock       locks shared by every process using MODEL_DIR
   .admin_token.lock             held while the admin token is generated
@@ -20,6 +21,7 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 POINTER = "serving.json"
+SHADOW_POINTER = "shadow.json"
 DATASET = "dataset.npz"
 HOLDOUT = "holdout.npz"
 REPLAY_INITIAL = "replay-initial.npz"

@@ -1,15 +1,20 @@
 """A SQLite database file shared by every process that uses MODEL_DIR (WAL: readers never wait for the writer)."""
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 
 class SqliteDatabase:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, schema: str, upgrade: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """`upgrade`: brings a database made by an earlier release up to `schema` (run before it, in a
+        BEGIN IMMEDIATE transaction, so that processes starting together do it once)."""
         self.path = path
         self.schema = schema
+        self.upgrade = upgrade
         self._schema_ready = False
 
     def _create_schema(self) -> None:
@@ -18,6 +23,14 @@ class SqliteDatabase:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            if self.upgrade is not None:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.upgrade(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
             db.executescript(self.schema)
         finally:
             db.close()
@@ -51,3 +64,13 @@ class SqliteDatabase:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+
+def array_columns(values: np.ndarray) -> tuple[bytes, str, str]:
+    """An array as three columns: its bytes, its dtype and its shape."""
+    values = np.ascontiguousarray(values)
+    return values.tobytes(), values.dtype.str, ",".join(str(n) for n in values.shape)
+
+
+def array_from_columns(data: bytes, dtype: str, shape: str) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(tuple(int(n) for n in shape.split(",") if n))

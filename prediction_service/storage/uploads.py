@@ -17,8 +17,10 @@ from prediction_service.storage.layout import DATASET, INCOMING_PREFIX, MANIFEST
 
 
 class Dataset(Protocol):
+    """Labelled examples of any shape: `inputs[i]` (an image, a row of measurements) has label `labels[i]`."""
+
     @property
-    def images(self) -> np.ndarray: ...
+    def inputs(self) -> np.ndarray: ...
 
     @property
     def labels(self) -> np.ndarray: ...
@@ -42,7 +44,7 @@ class UploadStore:
         """Write the dataset and its manifest to a temporary folder, fsync, rename into place."""
         with staged_folder(self.root, STAGING_PREFIX) as staging:
             buffer = io.BytesIO()
-            np.savez(buffer, images=data.images, labels=data.labels)
+            np.savez(buffer, inputs=data.inputs, labels=data.labels)
             (staging / DATASET).write_bytes(buffer.getbuffer())
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
             publish_folder(staging, self.root / upload_id)
@@ -52,7 +54,12 @@ class UploadStore:
         if not path.is_file():
             raise NotFound(f"the upload {upload_id} is missing from {self.root}")
         with np.load(path, allow_pickle=False) as data:
-            return data["images"], data["labels"]
+            # Uploads stored before uploads took any model's inputs named them `images`.
+            inputs = data["inputs"] if "inputs" in data.files else data["images"]
+            return inputs, data["labels"]
+
+    def remove(self, upload_id: str) -> None:
+        shutil.rmtree(self.root / upload_id, ignore_errors=True)
 
     def remove_partial(self) -> None:
         """Delete folders of uploads that were being written when a process died."""

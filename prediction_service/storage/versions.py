@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from prediction_service.core.errors import Conflict, NotFound
 from prediction_service.core.files import publish_folder, staged_folder, write_atomic
-from prediction_service.storage.layout import MANIFEST, POINTER, STAGING_PREFIX, Layout
+from prediction_service.storage.layout import MANIFEST, POINTER, SHADOW_POINTER, STAGING_PREFIX, Layout
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """Cheap change detector for a pointer file: (inode, mtime in ns); None while it does not exist."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def utc_now() -> str:
@@ -166,11 +175,7 @@ class ModelStore:
 
     def pointer_stamp(self, name: str) -> tuple[int, int] | None:
         """Cheap change detector for the pointer file: (inode, mtime in ns)."""
-        try:
-            stat = (self.model_path(name) / POINTER).stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns
+        return _file_stamp(self.model_path(name) / POINTER)
 
     def set_serving(self, name: str, version: int) -> ServingPointer:
         """Point the model at `version` (which must exist and verify); atomic."""
@@ -181,8 +186,42 @@ class ModelStore:
             pointer = ServingPointer(version, history[-50:])
             payload = {"version": version, "history": pointer.history, "updated_at": utc_now()}
             write_atomic(self.model_path(name) / POINTER, json.dumps(payload).encode())
+            if self.shadow(name) == version:  # promoted: it no longer answers beside the serving version
+                (self.model_path(name) / SHADOW_POINTER).unlink(missing_ok=True)
         log.info("%s now serves version %d", name, version)
         return pointer
+
+    # The shadow pointer: a version that answers beside the serving one, to be compared with it
+
+    def shadow(self, name: str) -> int | None:
+        try:
+            return int(json.loads((self.model_path(name) / SHADOW_POINTER).read_text())["version"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("unreadable shadow pointer of %s: %s", name, error)
+            return None
+
+    def shadow_stamp(self, name: str) -> tuple[int, int] | None:
+        return _file_stamp(self.model_path(name) / SHADOW_POINTER)
+
+    def set_shadow(self, name: str, version: int) -> None:
+        """Make `version` (which must exist and verify) the shadow; atomic."""
+        self.read_version(name, version)
+        with self.lock(name):
+            payload = {"version": version, "updated_at": utc_now()}
+            write_atomic(self.model_path(name) / SHADOW_POINTER, json.dumps(payload).encode())
+        log.info("%s version %d now answers in shadow", name, version)
+
+    def clear_shadow(self, name: str) -> bool:
+        """End the shadow; False if there was none."""
+        with self.lock(name):
+            try:
+                (self.model_path(name) / SHADOW_POINTER).unlink()
+            except FileNotFoundError:
+                return False
+        log.info("%s has no shadow any more", name)
+        return True
 
     def shared_file(self, name: str, filename: str) -> Path:
         """A file kept beside a model's versions (e.g. the fixed hold-out set)."""

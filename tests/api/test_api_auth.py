@@ -11,6 +11,7 @@ from prediction_service.api.app import create_app
 PROTECTED = [
     ("/upload-images", {"files": {"file": ("r.zip", b"PK\x03\x04 not really")}}),
     ("/models/mnist/versions/1/activate", {}),
+    ("/models/mnist/versions/1/shadow", {}),
     ("/jobs/" + "a" * 32 + "/retry", {}),
 ]
 

@@ -165,7 +165,7 @@ def test_an_interrupted_job_is_reported_and_can_be_retried(model_dir: Path, mnis
         job_id,
         "mnist",
         {"id": job_id, "images": 300, "layout": "labels file", "label_counts": {}, "received_at": "now"},
-        training_params(settings),
+        training_params(settings, "mnist"),
     )
     jobs.claim_next()  # running, and then the process "died"
     (model_dir / "mnist" / ".tmp-halfwritten").mkdir()  # a version being written at the time

@@ -90,5 +90,18 @@ def test_every_panel_works_offline(tmp_path: Path, trained_store: Path) -> None:
         page.wait_for_selector("#models table[data-model=mnist] tr.serving[data-version='1']")
         page.click("#predict-drawing")
         expect(page.locator("#digit-detail")).to_contain_text("model version 1")
+
+        # "Wrong? It's a ...": the true label of the last penguin, as feedback; the models panel counts it.
+        page.fill("#bill", "40.3")
+        page.fill("#flipper", "195")
+        page.click("#penguin-form button")
+        expect(page.locator("#species")).to_have_text("Adelie")
+        assert page.locator("#species-feedback button").all_inner_texts() == ["Chinstrap", "Gentoo"]
+        page.click("#species-feedback button:has-text('Gentoo')")
+        expect(page.locator("#species-feedback")).to_have_text("Thanks: recorded as Gentoo.")
+        expect(page.locator(".learning[data-model=penguins] .examples")).to_contain_text(
+            "since version 1: 1 (feedback 1", timeout=15_000
+        )
+        expect(page.locator(".learning[data-model=penguins] .next-retraining")).to_contain_text("1 of ")
         screenshot(page, "dashboard.png")
         assert outside == []

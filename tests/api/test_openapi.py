@@ -39,6 +39,8 @@ def test_penguin_parameters_show_range_and_examples(schema: dict) -> None:
         ("/jobs/{job_id}", "get", {"200", "404", "422"}),
         ("/jobs/{job_id}/retry", "post", {"202", "401", "403", "404", "409", "422"}),
         ("/models/{name}/versions/{version}/activate", "post", {"200", "401", "403", "404", "409", "422"}),
+        ("/models/{name}/versions/{version}/shadow", "post", {"200", "401", "403", "404", "409", "422"}),
+        ("/models/{name}/shadow", "delete", {"200", "401", "403", "404", "422"}),
         ("/health/ready", "get", {"200", "503"}),
     ],
 )
@@ -48,5 +50,7 @@ def test_error_codes_are_documented_where_they_occur(schema: dict, path: str, me
 
 def test_management_operations_ask_for_the_bearer_token(schema: dict) -> None:
     for path, method, operation in operations(schema):
-        needs_token = method == "post" and not path.startswith(("/predict", "/v2/"))
+        # Predictions are open; feedback on them (/predictions/...) is not.
+        open_to_all = path in ("/predict", "/predict-image", "/predict-images") or path.startswith("/v2/")
+        needs_token = method in ("post", "delete") and not open_to_all
         assert ("security" in operation) == needs_token, (path, method)

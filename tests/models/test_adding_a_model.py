@@ -61,8 +61,15 @@ class IrisModel:
             self.name, write, {"source": "initial training", "metrics": {"train_accuracy": round(accuracy, 4)}}
         )
 
+    def labels(self, manifest: dict) -> list[str]:
+        return list(SPECIES)
+
     def load(self, stored: StoredVersion) -> FlowerClassifier:
         return FlowerClassifier(np.array(json.loads((stored.path / "centres.json").read_text())))
+
+    def shadow_answers(self, serving: Serving) -> None:
+        """No shadow version for this model."""
+        return None
 
     def protocol_signature(self, serving: Serving) -> ModelSignature:
         """Served under /v2 too: rows of (sepal length, sepal width) -> species."""

@@ -97,7 +97,7 @@ def test_the_first_training_keeps_a_replay_sample_of_its_data(
     model_dir: Path, mnist_arrays: dict[str, np.ndarray]
 ) -> None:
     with np.load(model_dir / "mnist" / INITIAL_FILE) as initial:
-        images, labels = initial["images"], initial["labels"]
+        images, labels = initial["inputs"], initial["labels"]
     assert len(labels) == 8000  # the whole (small) first training set
     assert np.bincount(labels, minlength=10).tolist() == np.bincount(mnist_arrays["y_train"], minlength=10).tolist()
     assert images.shape == (8000, 28, 28)

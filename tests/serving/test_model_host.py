@@ -15,10 +15,10 @@ def onnx_model(model_dir: Path) -> str:
 
 
 def test_an_older_version_can_serve_again_after_newer_ones(model_dir: Path) -> None:
-    """Rollback: activating version 1 when 2 and 3 were loaded last must load it, not evict it."""
+    """Rollback: activating version 1 when 2, 3 and 4 were loaded last must load it, not evict it."""
     host = ModelHost(ImageLimits(1 << 20, 1 << 24), threads=1)
     path = onnx_model(model_dir)
-    for version in (2, 3, 1):
+    for version in (2, 3, 4, 1):
         assert host.handle(LoadModel(version, path)) == Reply()
     reply = host.handle(Predict(1, path, [ImageUpload("d.png", (SAMPLES / "test_img0.png").read_bytes())]))
     assert reply.failure is None
@@ -27,7 +27,8 @@ def test_an_older_version_can_serve_again_after_newer_ones(model_dir: Path) -> N
     assert isinstance(outcome, Classified)
     assert abs(sum(outcome.probabilities) - 1) < 1e-3
     assert int(np.argmax(outcome.probabilities)) == 4  # test_img0.png shows a 4
-    assert list(host.models) == [3, 1]  # the two used last
+    # The three used last: the serving version, the shadow, and one swapped in while requests drain.
+    assert list(host.models) == [3, 4, 1]
 
 
 def test_bad_files_in_a_batch_get_their_own_errors(model_dir: Path) -> None:

@@ -1,9 +1,24 @@
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from prediction_service.core.errors import Conflict, NotFound
-from prediction_service.storage.jobs import FAILED, INTERRUPTED, QUEUED, RUNNING, SUCCEEDED, JobStore, new_job_id
+from prediction_service.storage.jobs import (
+    AUTOMATIC,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    REJECTED,
+    RUNNING,
+    SCHEMA,
+    SUCCEEDED,
+    UPLOAD,
+    Job,
+    JobStore,
+    new_job_id,
+)
 
 
 def make_job(store: JobStore) -> str:
@@ -55,3 +70,68 @@ def test_only_failed_or_interrupted_jobs_can_be_retried(tmp_path: Path) -> None:
     assert store.retry(job_id).status == QUEUED
     with pytest.raises(NotFound):
         store.retry(new_job_id())
+
+
+def test_a_store_made_before_automatic_jobs_gets_the_trigger_column(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.split("    error TEXT,")[0] + "    error TEXT\n);")  # the table as it was
+    db.execute(
+        "INSERT INTO jobs (id, model, status, created_at, upload, params) VALUES ('a', 'mnist', 'succeeded', "
+        "'2026-01-01T00:00:00+00:00', '{}', '{}')"
+    )
+    db.commit()
+    db.close()
+    store = JobStore(path)
+    assert store.get("a").trigger == UPLOAD
+    assert store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 5}, {}, last_watermark=0) is not None
+    assert store.last_automatic_watermark("mnist") == 5
+
+
+def test_one_automatic_job_per_model_at_a_time(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    first = store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 10}, {}, last_watermark=0)
+    assert first is not None
+    assert first.trigger == AUTOMATIC
+    # Another attempt was made since the caller looked: refused.
+    assert store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=0) is None
+    # The first still waits: refused too, even for a caller that saw it.
+    assert store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10) is None
+    assert store.create_automatic(new_job_id(), "penguins", {"examples_watermark": 3}, {}, last_watermark=0)
+    store.claim_next()
+    store.finish(first.id, FAILED)
+    second = store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10)
+    assert second is not None
+    assert store.active_automatic("mnist") == second
+    with pytest.raises(Conflict, match="another automatic job"):  # the failed one may not run beside it
+        store.retry(first.id)
+
+
+def test_processes_racing_to_create_the_automatic_job_create_one(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    for _ in range(5):
+        last = JobStore(path).last_automatic_watermark("mnist")
+        barrier = threading.Barrier(4)
+        created: list[Job | None] = []
+
+        def race(n: int, last: int = last, barrier: threading.Barrier = barrier, created: list = created) -> None:
+            store = JobStore(path)  # its own connections, as another process has
+            barrier.wait()
+            created.append(
+                store.create_automatic(new_job_id(), "mnist", {"examples_watermark": last + 10 + n}, {}, last)
+            )
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        winners = [job for job in created if job is not None]
+        assert len(created) == 4
+        assert len(winners) == 1, created
+        store = JobStore(path)
+        claimed = store.claim_next()
+        assert claimed is not None
+        assert claimed.id == winners[0].id
+        store.finish(winners[0].id, REJECTED)
+    assert len(JobStore(path).recent()) == 5

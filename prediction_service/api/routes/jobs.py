@@ -1,4 +1,4 @@
-"""Retraining: upload labelled images, then follow the job."""
+"""Retraining: upload labelled images or penguins, then follow the job."""
 
 import asyncio
 import time
@@ -14,12 +14,15 @@ from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
 from prediction_service.models.mnist import MNIST
+from prediction_service.models.penguins import PENGUINS
+from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.services import Serving
 from prediction_service.storage.jobs import QUEUED, RUNNING, Job, JobStore
 
 router = APIRouter(tags=["retraining"])
 
 ZIP = "application/zip"
+CSV = "text/csv"
 JobId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="A job id, as POST /upload-images answered it.")]
 
 
@@ -27,6 +30,7 @@ def job_info(job: Job) -> JobInfo:
     return JobInfo(
         job_id=job.id,
         model=job.model,
+        trigger=job.trigger,
         status=job.status,
         status_url=f"/jobs/{job.id}",
         created_at=job.created_at,
@@ -70,6 +74,37 @@ async def upload_images(
     return job_info(job)
 
 
+@router.post(
+    "/upload-penguins",
+    status_code=202,
+    summary="Retrain the penguin model on a CSV of labelled penguins",
+    description="Needs the admin token. Multipart field `file`: a UTF-8 CSV whose header names "
+    "`species,bill_length_mm,flipper_length_mm` (in any order; other columns are ignored), with one penguin a "
+    "row: a species of the serving version, lengths in millimetres within plausible ranges (bill 20-80, flipper "
+    "120-280). At most MAX_CSV_ROWS rows and MAX_CSV_BYTES bytes. The file is checked completely (a refusal "
+    "lists the lines to fix, and nothing is stored), stored, and a job is queued: 202 with the job's id. The "
+    "job refits the pipeline on the serving version's training rows plus these; the new version serves only "
+    "if its hold-out accuracy is at most RETRAIN_GATE_MARGIN below the serving version's and its fast path "
+    "answers exactly as its pipeline.",
+    dependencies=[AdminDep],
+    responses=error_responses(400, 401, 403, 413, 415, 422, 503),
+    openapi_extra=part_media_types("file", CSV),
+)
+async def upload_penguins(
+    file: UploadFile,
+    background_tasks: BackgroundTasks,
+    retraining: RetrainingDep,
+    registry: RegistryDep,
+    response: Response,
+) -> JobInfo:
+    # Retraining starts from the serving version (503 while there is none), whose species the rows may name.
+    species = registry.serving(PENGUINS, PenguinClassifier).predictor.species
+    job = await run_in_threadpool(retraining.intake.accept_penguin_rows, file.file, file.filename, species)
+    background_tasks.add_task(retraining.runner.kick)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job_info(job)
+
+
 @router.get("/jobs", summary="Retraining jobs, newest first")
 async def list_jobs(
     retraining: RetrainingDep,
@@ -95,7 +130,8 @@ async def get_job(job_id: JobId, retraining: RetrainingDep, serving: ServingDep)
 async def retry_job(
     job_id: JobId, retraining: RetrainingDep, registry: RegistryDep, background_tasks: BackgroundTasks
 ) -> JobInfo:
-    registry.get(MNIST)  # retraining starts from the serving version: 503 with the reason while there is none
+    # Retraining starts from the serving version of the job's model: 503 with the reason while there is none.
+    registry.get((await run_in_threadpool(retraining.jobs.get, job_id)).model)
     job = await run_in_threadpool(retraining.jobs.retry, job_id)
     background_tasks.add_task(retraining.runner.kick)
     return job_info(job)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from prediction_service.api.deps import MnistDep, RecorderDep, SettingsDep
+from prediction_service.api.deps import MnistDep, RecorderDep, SettingsDep, shadow_of
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import DigitBatchItem, DigitPrediction, part_media_types
 from prediction_service.core import metrics
@@ -46,9 +46,12 @@ def answer(result: DigitResult, filename: str | None, recorder: PredictionRecord
 async def predict_image(file: UploadFile, mnist: MnistDep, recorder: RecorderDep, request: Request) -> JSONResponse:
     # The hottest route: the answer built directly (its shape is DigitPrediction, checked by the
     # tests), not validated again by FastAPI.
-    result = await _predict(mnist, file.filename, await file.read())
+    data = await file.read()
+    result = await _predict(mnist, file.filename, data)
     request.state.model_version = result.model_version
-    return JSONResponse(answer(result, file.filename, recorder))
+    answer_body = answer(result, file.filename, recorder)
+    shadow_of(request).offer(MNIST, answer_body["prediction_id"], data, str(result.digit))
+    return JSONResponse(answer_body)
 
 
 async def _predict(mnist: MnistPredictor, filename: str | None, data: bytes) -> DigitResult:
@@ -68,6 +71,7 @@ async def predict_images(
     mnist: MnistDep,
     recorder: RecorderDep,
     settings: SettingsDep,
+    request: Request,
 ) -> list[DigitBatchItem]:
     mnist.check_available()
     if len(files) > settings.max_batch_items:
@@ -75,11 +79,13 @@ async def predict_images(
     parts = [(file.filename, await file.read()) for file in files]
     outcomes = await asyncio.gather(*(_predict(mnist, name, data) for name, data in parts), return_exceptions=True)
     answers = []
-    for (name, _), outcome in zip(parts, outcomes, strict=True):
+    for (name, data), outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
             answers.append(DigitBatchItem(filename=name, error=outcome.detail, status=outcome.status_code))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            answers.append(DigitBatchItem(**answer(outcome, name, recorder)))
+            item = answer(outcome, name, recorder)
+            shadow_of(request).offer(MNIST, item["prediction_id"], data, str(outcome.digit))
+            answers.append(DigitBatchItem(**item))
     return answers

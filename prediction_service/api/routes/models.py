@@ -1,4 +1,4 @@
-"""Model versions: list them, and choose which one serves (rollback)."""
+"""Model versions: list them, choose which one serves (rollback), and try one in shadow."""
 
 import dataclasses
 from typing import Annotated
@@ -6,11 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from prediction_service.api.deps import RegistryDep, ServingDep
+from prediction_service.api.deps import ServingDep
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import ModelInfo, ModelList, VersionInfo
 from prediction_service.api.security import AdminDep
-from prediction_service.models.registry import Registry
+from prediction_service.services import Serving
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -18,7 +18,8 @@ ModelName = Annotated[str, Path(description="The model's name: `penguins` or `mn
 Version = Annotated[int, Path(ge=1, le=1_000_000, description="A version number (GET /models lists them).")]
 
 
-def model_info(registry: Registry, name: str) -> ModelInfo:
+def model_info(serving: Serving, name: str) -> ModelInfo:
+    registry = serving.registry
     stored_versions, published = registry.versions(name)
     status = registry.status(name)
     versions = [
@@ -35,14 +36,14 @@ def model_info(registry: Registry, name: str) -> ModelInfo:
         )
         for stored in stored_versions
     ]
-    return ModelInfo(**dataclasses.asdict(status), name=name, versions=versions)
+    return ModelInfo(**dataclasses.asdict(status), name=name, versions=versions, shadow=serving.shadow.report(name))
 
 
 @router.get("", summary="Every model's versions, metrics, and which one serves")
 async def list_models(serving: ServingDep) -> ModelList:
     await serving.refresh()
-    registry = serving.registry
-    infos = await run_in_threadpool(lambda: [model_info(registry, name) for name in registry.models])
+    await serving.shadow.flush()  # this process's latest comparisons too
+    infos = await run_in_threadpool(lambda: [model_info(serving, name) for name in serving.registry.models])
     return ModelList(models=infos)
 
 
@@ -53,6 +54,32 @@ async def list_models(serving: ServingDep) -> ModelList:
     dependencies=[AdminDep],
     responses=error_responses(401, 403, 404, 409, 422, 503),
 )
-async def activate_version(name: ModelName, version: Version, registry: RegistryDep) -> ModelInfo:
-    await run_in_threadpool(registry.activate, name, version)
-    return await run_in_threadpool(model_info, registry, name)
+async def activate_version(name: ModelName, version: Version, serving: ServingDep) -> ModelInfo:
+    await run_in_threadpool(serving.registry.activate, name, version)
+    return await run_in_threadpool(model_info, serving, name)
+
+
+@router.post(
+    "/{name}/versions/{version}/shadow",
+    summary="Try a version in shadow: it answers beside the serving one, off the answer's path",
+    description="Needs the admin token. On a share of live requests (SHADOW_SAMPLE_RATE), in every worker within a "
+    "second or two, the version also answers; `shadow` in GET /models shows how often the two agree, and their "
+    "accuracy on predictions that received feedback. Activating the version promotes it and ends the shadow.",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def start_shadow(name: ModelName, version: Version, serving: ServingDep) -> ModelInfo:
+    await serving.shadow.start_shadow(name, version)
+    return await run_in_threadpool(model_info, serving, name)
+
+
+@router.delete(
+    "/{name}/shadow",
+    summary="End the shadow",
+    description="Needs the admin token. Its figures stay in the database; they no longer grow.",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 422),
+)
+async def end_shadow(name: ModelName, serving: ServingDep) -> ModelInfo:
+    await serving.shadow.end_shadow(name)
+    return await run_in_threadpool(model_info, serving, name)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from prediction_service.api.deps import RecorderDep, RegistryDep, SettingsDep
+from prediction_service.api.deps import RecorderDep, RegistryDep, SettingsDep, shadow_of
 from prediction_service.api.errors import error_responses
 from prediction_service.api.schemas import (
     PenguinBatchItem,
@@ -66,13 +66,15 @@ async def predict_penguin(
     request.state.model_version = served.version
     metrics.count_prediction(PENGUINS, served.version, prediction.species)
     measurements = (bill_length_mm, flipper_length_mm)
+    prediction_id = recorder.record(PENGUINS, served.version, prediction.species, measurements)
+    shadow_of(request).offer(PENGUINS, prediction_id, measurements, prediction.species)
     answer = {
         "parameters": {"bill_length_mm": bill_length_mm, "flipper_length_mm": flipper_length_mm},
         "result": prediction.species,
         "probabilities": prediction.probabilities,
         "model_version": served.version,
         "warnings": prediction.warnings,
-        "prediction_id": recorder.record(PENGUINS, served.version, prediction.species, measurements),
+        "prediction_id": prediction_id,
     }
     return Response(pydantic_core.to_json(answer), media_type="application/json")  # ~3x faster than json.dumps
 
@@ -99,7 +101,7 @@ BatchBody = Annotated[
     responses=error_responses(400, 413, 422, 503),
 )
 async def predict_penguins(
-    rows: BatchBody, registry: RegistryDep, recorder: RecorderDep, settings: SettingsDep
+    rows: BatchBody, registry: RegistryDep, recorder: RecorderDep, settings: SettingsDep, request: Request
 ) -> list[PenguinBatchItem]:
     if len(rows) > settings.max_batch_items:
         raise InvalidInput(f"{len(rows)} penguins in one request; at most {settings.max_batch_items} (MAX_BATCH_ITEMS)")
@@ -118,12 +120,14 @@ async def predict_penguins(
     for (index, penguin), prediction in zip(valid, predictions, strict=True):
         metrics.count_prediction(PENGUINS, served.version, prediction.species)
         measurements = (penguin.bill_length_mm, penguin.flipper_length_mm)
+        prediction_id = recorder.record(PENGUINS, served.version, prediction.species, measurements)
+        shadow_of(request).offer(PENGUINS, prediction_id, measurements, prediction.species)
         answers[index] = PenguinBatchItem(
             parameters=PenguinParameters(**penguin.model_dump()),
             result=prediction.species,
             probabilities=prediction.probabilities,
             model_version=served.version,
             warnings=prediction.warnings,
-            prediction_id=recorder.record(PENGUINS, served.version, prediction.species, measurements),
+            prediction_id=prediction_id,
         )
     return [answer for answer in answers if answer is not None]

@@ -96,10 +96,82 @@ async function refreshModels() {
         }
       }
       container.append(table);
+      container.append(await learningFigures(model));
     }
     showError("models-error", null);
   } catch (error) {
     showError("models-error", error);
+  }
+}
+
+// What the model has learned from its users since the serving version, when it retrains next, and its shadow.
+async function learningFigures(model) {
+  const box = document.createElement("div");
+  box.className = "learning";
+  box.dataset.model = model.name;
+  try {
+    const examples = await api(`/models/${model.name}/examples`);
+    const labels = Object.entries(examples.by_label).map(([label, count]) => `${label}: ${count}`).join(", ");
+    const sources = Object.entries(examples.by_source).map(([source, count]) => `${source} ${count}`).join(", ");
+    box.append(text("p", `Examples collected since version ${examples.serving_version ?? "–"}: ${examples.total}` +
+      (examples.total ? ` (${sources}; ${labels})` : ""), "examples"));
+    box.append(text("p", nextRetraining(examples.automatic_retraining), "next-retraining"));
+  } catch (error) {
+    box.append(text("p", error.message, "error"));
+  }
+  const shadow = model.shadow;
+  if (shadow) {
+    box.append(text("p", `Shadow: version ${shadow.version} on ${percent(shadow.sample_rate)} of requests; ` +
+      `${shadow.shadow_requests_compared} compared, agreement ${percent(shadow.shadow_agreement)}; ` +
+      `on ${shadow.feedback_labels} with feedback: shadow ${percent(shadow.shadow_feedback_accuracy)}, ` +
+      `serving ${percent(shadow.serving_feedback_accuracy)}`, "shadow"));
+  }
+  return box;
+}
+
+function nextRetraining(automatic) {
+  if (!automatic.enabled) return "This model is not retrained automatically.";
+  if (automatic.job_id) return `Automatic retraining: job ${automatic.job_id} is under way.`;
+  const progress = `${automatic.new_examples} of ${automatic.min_examples} new examples`;
+  if (automatic.schedule) {
+    const when = automatic.next_check ? automatic.next_check.replace("T", " ").replace("+00:00", " UTC") : "–";
+    return `Automatic retraining: ${progress}; next check ${when} (${automatic.schedule}).`;
+  }
+  return `Automatic retraining: ${progress}; it starts as soon as the threshold is reached.`;
+}
+
+// "Wrong? It's a …": the true label of the prediction just shown, as feedback.
+function offerFeedback(boxId, answer, labels) {
+  const box = $(boxId);
+  box.replaceChildren();
+  box.hidden = !answer.prediction_id;
+  if (!answer.prediction_id) return;
+  box.append(text("span", "Wrong? It's a "));
+  for (const label of labels.filter((label) => label !== answer.result)) {
+    const button = text("button", label, "secondary feedback-label");
+    button.addEventListener("click", () => sendFeedback(box, answer.prediction_id, label));
+    box.append(button);
+  }
+}
+
+async function sendFeedback(box, predictionId, label) {
+  if (!$("token").value.trim()) {
+    const token = window.prompt("A feedback or admin token (kept in this tab only):");
+    if (!token) return;
+    $("token").value = token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+  }
+  try {
+    const recorded = await api(`/predictions/${predictionId}/feedback`, {
+      method: "POST",
+      headers: { ...authHeaders(), "Content-Type": "application/json" },
+      body: JSON.stringify({ label }),
+    });
+    box.replaceChildren(text("span", `Thanks: recorded as ${recorded.label}` +
+      (recorded.replaced ? ` (instead of ${recorded.replaced_label})` : "") + ".", "recorded"));
+    refreshModels();
+  } catch (error) {
+    box.replaceChildren(text("span", error.message, "error"));
   }
 }
 
@@ -222,8 +294,10 @@ async function refreshJobs() {
       row.insertCell().textContent = job.created_at.replace("T", " ").replace("+00:00", " UTC");
       const status = row.insertCell();
       status.append(text("span", job.status, `badge ${job.status}`));
-      row.insertCell().textContent = job.upload.images;
-      row.insertCell().textContent = job.result
+      row.insertCell().textContent = job.upload.images ?? `${job.upload.rows} penguins`;
+      row.insertCell().textContent = job.result?.refused
+        ? `not stored: ${job.result.refused}`
+        : job.result
         ? `v${job.result.version} ${percent(job.result.holdout_accuracy)} vs v${job.result.serving_version} ${percent(job.result.serving_accuracy)}`
         : job.error || "";
       row.addEventListener("click", () => (["queued", "running"].includes(job.status) ? follow(job.job_id) : showPastJob(job.job_id)));
@@ -277,11 +351,13 @@ async function predictDigit(blob, name) {
     $("digit").textContent = answer.result;
     $("digit-detail").textContent = `confidence ${percent(answer.confidence)}, model version ${answer.model_version}`;
     bars($("digit-bars"), [..."0123456789"], answer.probabilities);
+    offerFeedback("digit-feedback", answer, [..."0123456789"]);
     showError("digit-error", null);
   } catch (error) {
     $("digit").textContent = "–";
     $("digit-detail").textContent = "";
     $("digit-bars").replaceChildren();
+    $("digit-feedback").hidden = true;
     showError("digit-error", error);
   }
 }
@@ -335,6 +411,7 @@ function setUpCanvas() {
     $("digit").textContent = "–";
     $("digit-detail").textContent = "";
     $("digit-bars").replaceChildren();
+    $("digit-feedback").hidden = true;
   });
   $("image-input").addEventListener("change", (event) => {
     const file = event.target.files[0];
@@ -352,6 +429,7 @@ function setUpPenguinForm() {
       $("species-detail").textContent = `model version ${answer.model_version}`;
       const names = Object.keys(answer.probabilities);
       bars($("species-bars"), names, names.map((name) => answer.probabilities[name]));
+      offerFeedback("species-feedback", answer, names);
       const warnings = $("penguin-warnings");
       warnings.hidden = !answer.warnings.length;
       warnings.textContent = answer.warnings.join("\n");
@@ -360,6 +438,7 @@ function setUpPenguinForm() {
       $("species").textContent = "–";
       $("species-detail").textContent = "";
       $("species-bars").replaceChildren();
+      $("species-feedback").hidden = true;
       $("penguin-warnings").hidden = true;
       showError("penguin-error", error);
     }

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prediction_service.core import tf_runtime
 from prediction_service.core.files import write_atomic
 from prediction_service.core.provenance import library_versions
+from prediction_service.core.settings import Settings
 from prediction_service.inference_protocol.signature import ModelSignature
-from prediction_service.models.interface import ModelContext, ProgressCallback, final_epoch
+from prediction_service.models.interface import ModelContext, ProgressCallback, ShadowAnswers, final_epoch
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.dataset import load_mnist
 from prediction_service.models.mnist.images import normalize_digit
@@ -46,6 +48,9 @@ class MnistCandidate:
 
         return cnn.accuracy(self.model, *holdout)
 
+    def refusal(self, holdout: tuple[np.ndarray, np.ndarray]) -> None:
+        return None  # the gate's score is all that decides
+
     def save(self, folder: Path) -> None:
         from prediction_service.models.mnist import cnn
 
@@ -56,6 +61,20 @@ class MnistRetrainingRecipe:
     """Fine-tuning the serving CNN on uploaded images, scored on the hold-out set of the first training."""
 
     gate_metric = "holdout_accuracy"
+    unit = "images"
+
+    def params(self, settings: Settings) -> dict[str, Any]:
+        return {
+            "epochs": settings.retrain_epochs,
+            "batch_size": settings.retrain_batch_size,
+            "validation_split": settings.retrain_validation_split,
+            "learning_rate": settings.retrain_learning_rate,
+            "replay_size": settings.retrain_replay_size,
+            "gate_margin": settings.retrain_gate_margin,
+        }
+
+    def set_up_process(self, threads: int) -> None:
+        tf_runtime.limit_threads(threads, 1)
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
         return load_holdout(store)
@@ -125,7 +144,13 @@ class MnistModel:
         return store.add_version(self.name, lambda folder: cnn.save(model, folder), manifest)
 
     def protocol_signature(self, serving: "Serving") -> ModelSignature:
-        return protocol_signature(serving.mnist, serving.recorder)
+        return protocol_signature(serving.mnist, serving.recorder, serving.shadow)
+
+    def shadow_answers(self, serving: "Serving") -> ShadowAnswers:
+        return serving.mnist.answers_when_idle
+
+    def labels(self, manifest: dict[str, Any]) -> list[str]:
+        return [str(digit) for digit in range(10)]
 
     def load(self, stored: StoredVersion) -> MnistVersion:
         loaded = MnistVersion(stored.version, stored.path / ONNX_ARTIFACT)

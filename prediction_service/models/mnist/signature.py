@@ -20,6 +20,7 @@ from prediction_service.inference_protocol.tensors import Tensor
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
 from prediction_service.serving.prediction_recorder import PredictionRecorder
+from prediction_service.serving.shadow import ShadowRunner
 
 IMAGE = "image"
 IMAGE_FILE = "image_file"
@@ -31,18 +32,19 @@ INPUTS = (
 OUTPUTS = (TensorSpec("digit", "INT64", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 10)))
 
 
-def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder) -> ModelSignature:
+def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder, shadow: ShadowRunner) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         if (IMAGE in inputs) == (IMAGE_FILE in inputs):
             raise BadRequest(
                 f"send exactly one of the inputs {IMAGE!r} (28x28 UINT8 0-255 or FP32 0-1, a light digit on black) "
                 f"and {IMAGE_FILE!r} (encoded image files)"
             )
+        rows: list[np.ndarray] | list[bytes]  # each row as the shadow takes it
         if IMAGE in inputs:
-            images = _pixels(inputs[IMAGE])
+            rows = images = list(_pixels(inputs[IMAGE]))
             pending = [digits.predict_array(image, f"{IMAGE}[{row}]") for row, image in enumerate(images)]
         else:
-            files = _files(inputs[IMAGE_FILE])
+            rows = files = _files(inputs[IMAGE_FILE])
             pending = [digits.predict(data, f"{IMAGE_FILE}[{row}]") for row, data in enumerate(files)]
         outcomes = await asyncio.gather(*pending, return_exceptions=True)
         results: list[DigitResult] = []
@@ -50,9 +52,12 @@ def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder) -> 
             if isinstance(outcome, BaseException):
                 raise outcome  # the protocol has no per-row errors: the first one answers for the request
             results.append(outcome)
-        for result in results:
+        ids = []
+        for row, result in zip(rows, results, strict=True):
             metrics.count_prediction(MNIST, result.model_version, result.digit)
-        ids = [recorder.record(MNIST, r.model_version, str(r.digit), r.image) for r in results]
+            prediction_id = recorder.record(MNIST, result.model_version, str(result.digit), result.image)
+            ids.append(prediction_id)
+            shadow.offer(MNIST, prediction_id, row, str(result.digit))
         digit = np.array([result.digit for result in results], dtype=np.int64)
         # float64 until encoded (as FP32): JSON then shows the rounded values, without float32 noise.
         probabilities = np.array([result.probabilities for result in results], dtype=np.float64)

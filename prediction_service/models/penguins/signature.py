@@ -12,13 +12,14 @@ from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.models.registry import Registry
 from prediction_service.serving.prediction_recorder import PredictionRecorder
+from prediction_service.serving.shadow import ShadowRunner
 
 INPUT = "measurements"  # bill_length_mm, flipper_length_mm: the same order as GET /predict's parameters
 INPUTS = (TensorSpec(INPUT, "FP32", (BATCH, 2)),)
 OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 3)))
 
 
-def protocol_signature(registry: Registry, recorder: PredictionRecorder) -> ModelSignature:
+def protocol_signature(registry: Registry, recorder: PredictionRecorder, shadow: ShadowRunner) -> ModelSignature:
     async def predict(inputs: dict[str, Tensor]) -> Prediction:
         # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
         rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
@@ -32,12 +33,12 @@ def protocol_signature(registry: Registry, recorder: PredictionRecorder) -> Mode
         species[:] = [prediction.species.encode() for prediction in predictions]
         # Kept as float64 until encoded: JSON then shows 1/11 as 0.09090909090909091, not float32 noise.
         probabilities = np.array([list(p.probabilities.values()) for p in predictions], dtype=np.float64)
-        for prediction in predictions:
+        ids = []
+        for row, prediction in zip(rows, predictions, strict=True):
             metrics.count_prediction(PENGUINS, served.version, prediction.species)
-        ids = [
-            recorder.record(PENGUINS, served.version, prediction.species, row)
-            for row, prediction in zip(rows, predictions, strict=True)
-        ]
+            prediction_id = recorder.record(PENGUINS, served.version, prediction.species, row)
+            ids.append(prediction_id)
+            shadow.offer(PENGUINS, prediction_id, row, prediction.species)
         return Prediction(
             [Tensor("species", "BYTES", species), Tensor("probabilities", "FP32", probabilities)], served.version, ids
         )

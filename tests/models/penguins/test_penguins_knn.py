@@ -27,12 +27,24 @@ def test_the_fast_path_agrees_with_scikit_learn(trained: penguins.TrainedPenguin
     trained.save(tmp_path)
     classifier = penguins.PenguinClassifier.load(tmp_path)
     grid = np.array([(bill, flipper) for bill in np.arange(30, 62, 0.5) for flipper in np.arange(170, 235, 2.0)])
-    rows = np.vstack([grid, trained.train_features])
+    rows = np.vstack([grid, trained.train_features, trained.test_features])
     expected = trained.pipeline.predict_proba(rows)
-    got = classifier.probabilities(rows)
-    assert (expected.argmax(axis=1) == got.argmax(axis=1)).all()
-    # Only ties at equal distance may be broken differently; they are rare.
-    assert (np.abs(expected - got).max(axis=1) > 1e-9).mean() < 0.001
+    assert np.array_equal(classifier.probabilities(rows), expected)  # exactly, ties at equal distance too
+    single = [list(classifier.predict(bill, flipper).probabilities.values()) for bill, flipper in rows.tolist()]
+    assert np.array_equal(np.array(single), expected)
+
+
+def test_ties_at_equal_distance_are_broken_as_the_pipeline_breaks_them(trained: penguins.TrainedPenguins) -> None:
+    """Every training row twice, the copies of some species shifted: many neighbours at equal distance whose
+    species differ. Which of them count is the pipeline's choice; the fast path must make the same."""
+    features = np.vstack([trained.train_features, trained.train_features])
+    labels = np.concatenate([trained.train_labels, (trained.train_labels + 1) % 3])
+    pipeline = penguins.fit_pipeline(features, labels)
+    classifier = penguins.PenguinClassifier(
+        pipeline, trained.species, features, labels, penguins.feature_ranges(features)
+    )
+    rows = np.vstack([penguins.plausible_grid(), features])
+    assert len(penguins.fast_path_disagreements(classifier, rows)) == 0
 
 
 def test_a_typical_adelie(trained: penguins.TrainedPenguins, tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""Labelled examples collected since the serving version was trained, and the snapshot a job trains on.
+
+"Since the serving version": feedback examples with an id above its watermark (the highest example id a
+version in its lineage trained on, from the manifests: it follows rollbacks and survives restarts), and the
+uploads received since it was made that it has not learned from (not in its lineage).
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prediction_service.retraining import replay
+from prediction_service.storage.examples import FEEDBACK, ExampleStore
+from prediction_service.storage.jobs import JobStore
+from prediction_service.storage.versions import ModelStore, utc_now
+
+UPLOADS = "uploads"
+SNAPSHOT_LAYOUT = "collected examples"
+
+
+@dataclass(frozen=True)
+class Collected:
+    serving_version: int | None
+    watermark: int  # examples with a higher id are new to the serving version
+    by_source: dict[str, Counter[str]]  # source -> label -> count
+
+    @property
+    def total(self) -> int:
+        return sum(sum(counts.values()) for counts in self.by_source.values())
+
+    def by_label(self) -> Counter[str]:
+        return sum(self.by_source.values(), Counter())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Collected examples as a training set (storage.uploads.Dataset): inputs and class indices."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    manifest: dict[str, Any]
+
+
+class CollectedExamples:
+    def __init__(self, examples: ExampleStore, jobs: JobStore, store: ModelStore) -> None:
+        self.examples = examples
+        self.jobs = jobs
+        self.store = store
+
+    def watermark(self, model: str) -> int:
+        """The highest example id the serving version's lineage trained on (0: none)."""
+        pointer = self.store.serving(model)
+        if pointer is None:
+            return 0
+        return max(
+            (
+                int(manifest.get("training_data", {}).get("examples_watermark") or 0)
+                for manifest in replay.lineage(self.store, model, pointer.version)
+            ),
+            default=0,
+        )
+
+    def since_serving(self, model: str) -> Collected:
+        pointer = self.store.serving(model)
+        watermark = self.watermark(model)
+        by_source = self.examples.counts(model, watermark)
+        if pointer is not None:
+            uploads = Counter[str]()
+            created_at = self.store.read_version(model, pointer.version, verify=False).manifest.get("created_at", "")
+            learned = set(replay.lineage_uploads(self.store, model, pointer.version))
+            for job in self.jobs.uploads_since(model, created_at):
+                if job.upload.get("id") not in learned:
+                    uploads.update({label: int(n) for label, n in job.upload.get("label_counts", {}).items() if n})
+            if uploads:
+                by_source[UPLOADS] = uploads
+        return Collected(None if pointer is None else pointer.version, watermark, by_source)
+
+    def snapshot(self, model: str, job_id: str, after: int, up_to: int, labels: list[str]) -> Snapshot:
+        """The examples with `after` < id <= `up_to`, their labels as indices into `labels` (the model's)."""
+        index = {label: position for position, label in enumerate(labels)}
+        chosen = [example for example in self.examples.between(model, after, up_to) if example.label in index]
+        counts = Counter(example.label for example in chosen)
+        manifest = {
+            "id": job_id,
+            "filename": f"{FEEDBACK} examples {after + 1}-{up_to}",  # what the job and its version show as its name
+            "images": len(chosen),
+            "layout": SNAPSHOT_LAYOUT,
+            "label_counts": {label: counts.get(label, 0) for label in labels},
+            "received_at": utc_now(),
+            "source": FEEDBACK,
+            "examples_from": after,
+            "examples_watermark": up_to,
+        }
+        return Snapshot(
+            np.stack([example.input for example in chosen]),
+            np.array([index[example.label] for example in chosen], dtype=np.uint8),
+            manifest,
+        )
