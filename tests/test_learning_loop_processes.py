@@ -107,3 +107,24 @@ def test_a_sigkill_during_feedback_and_the_automatic_job_loses_no_label_and_runs
         assert again["status"] == "succeeded", again
         assert again["attempts"] == 2
         assert httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] == 2
+
+
+def test_feedback_right_after_an_answer_finds_it_whichever_worker_answered(tmp_path: Path, trained_store: Path) -> None:
+    """Two workers, each with its own buffer of the prediction log: feedback sent the moment the answer came may
+    reach the other worker, which finds the prediction once the answering one has written its buffer."""
+    model_dir = tmp_path / "store"
+    shutil.copytree(trained_store, model_dir)
+    env = {"MODEL_DIR": str(model_dir), "MNIST_DATA": str(MNIST_SMALL), "ADMIN_TOKEN": TOKEN, "DECODE_PROCESSES": "0"}
+    with running_server(env, tmp_path / "server.log", workers=2) as server:
+        statuses = []
+        for n in range(30):  # a new connection each: the kernel spreads them over both workers
+            answer = httpx.get(
+                f"{server.url}/predict", params={"bill_length_mm": 40 + n / 10, "flipper_length_mm": 195}
+            )
+            feedback = httpx.post(
+                f"{server.url}/predictions/{answer.json()['prediction_id']}/feedback",
+                json={"label": answer.json()["result"]},
+                headers=AUTH,
+            )
+            statuses.append(feedback.status_code)
+    assert statuses == [201] * 30, server.log_text()[-3000:]
