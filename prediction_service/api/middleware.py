@@ -106,7 +106,8 @@ async def _send_json(send: Send, status: int, detail: str, headers: dict[str, st
 
 
 class AuthBeforeBody:
-    """Check the admin token of protected writes before reading their body.
+    """Check the token of protected writes (the admin's; for feedback, a feedback token too) before reading
+    their body.
 
     FastAPI reads (and spools to disk) a request's body before it runs the
     route's dependencies, so without this an anonymous client could make the

@@ -1,6 +1,7 @@
 """Feedback: the true label of an earlier prediction, kept as a collected example (storage.examples)."""
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -8,11 +9,12 @@ from prediction_service.core.errors import InvalidInput, NotFound
 from prediction_service.storage.examples import FEEDBACK, ExampleStore, Recorded
 from prediction_service.storage.predictions import LoggedPrediction
 
+log = logging.getLogger(__name__)
 FindPrediction = Callable[[str], Awaitable[LoggedPrediction | None]]
 
 
 @dataclass(frozen=True)
-class FeedbackRecorded:
+class LabelRecorded:
     prediction: LoggedPrediction
     recorded: Recorded
 
@@ -36,7 +38,7 @@ class Feedback:
         self.on_recorded = on_recorded
         self.score_shadow = score_shadow
 
-    async def record(self, prediction_id: str, label: str) -> FeedbackRecorded:
+    async def record(self, prediction_id: str, label: str) -> LabelRecorded:
         """Keep `label` as the truth of the prediction; durable when it returns. NotFound or InvalidInput."""
         if self.log_max == 0:
             raise NotFound(
@@ -53,8 +55,11 @@ class Feedback:
             self.examples.record, prediction.model, FEEDBACK, prediction.id, label, prediction.input
         )
         self.on_recorded(prediction.model)
-        await asyncio.to_thread(self.score_shadow, prediction.id, label)
-        return FeedbackRecorded(prediction, recorded)
+        try:
+            await asyncio.to_thread(self.score_shadow, prediction.id, label)
+        except Exception:  # the label is kept: a failing shadow must not fail its answer
+            log.exception("scoring the shadow on prediction %s failed", prediction.id)
+        return LabelRecorded(prediction, recorded)
 
     def _known_label(self, model: str, label: str) -> str:
         """The model's own spelling of `label` (case aside: "adelie" is Adelie); InvalidInput if it has none."""

@@ -213,12 +213,16 @@ class ShadowRunner:
             log.exception("writing the last shadow figures failed")
 
     async def flush(self) -> None:
-        """Write this process's figures gathered since the last write."""
+        """Write this process's figures gathered since the last write (a failure is logged: the figures are
+        best-effort, and whatever reads them must not fail for it)."""
         counts, answered = self._counts, self._answered
         if not counts and not answered:
             return
         self._counts, self._answered = {}, []
-        await asyncio.to_thread(self.records.add, counts, answered)
+        try:
+            await asyncio.to_thread(self.records.add, counts, answered)
+        except Exception:
+            log.exception("writing the shadow figures failed; they are lost, comparisons go on")
 
     def _count(self, model: str, version: int) -> ShadowCounts:
         counts = self._counts.get((model, version))
@@ -229,10 +233,7 @@ class ShadowRunner:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("writing the shadow figures failed; they are lost, comparisons go on")
+            await self.flush()
 
     async def _compare_loop(self) -> None:
         while True:

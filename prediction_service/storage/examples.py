@@ -55,13 +55,19 @@ class ExampleStore:
         self.database = SqliteDatabase(path, SCHEMA)
 
     def record(self, model: str, source: str, prediction_id: str, label: str, values: np.ndarray) -> Recorded:
-        """Keep a labelled example; a second label for the same prediction replaces the first (under a new id).
+        """Keep a labelled example; a second label for the same prediction replaces the first (under a new id:
+        a job may have learned the first). The same label again (a client's retry) changes nothing.
 
         Durable when it returns (synchronous=FULL): what the caller then confirms survives a crash.
         """
         created_at = time.time()
         with self.database.transaction(synchronous="FULL") as db:
-            previous = db.execute("SELECT label FROM examples WHERE prediction_id = ?", (prediction_id,)).fetchone()
+            previous = db.execute(
+                "SELECT id, label, created_at FROM examples WHERE prediction_id = ?", (prediction_id,)
+            ).fetchone()
+            if previous is not None and previous["label"] == label:
+                kept = Example(previous["id"], model, source, prediction_id, label, values, previous["created_at"])
+                return Recorded(kept, None)
             if previous is not None:
                 db.execute("DELETE FROM examples WHERE prediction_id = ?", (prediction_id,))
             cursor = db.execute(

@@ -2,17 +2,18 @@
 so that feedback can name a prediction by its id. Bounded: the oldest rows go first.
 """
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from prediction_service.storage.sqlite import SqliteDatabase
+from prediction_service.storage.sqlite import SqliteDatabase, array_columns, array_from_columns
 
+# seq without AUTOINCREMENT (which writes sqlite_sequence on every insert); ids are time-ordered
+# (core.ids), so both indexes grow at one end.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT UNIQUE NOT NULL,
     model TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -47,19 +48,7 @@ class PredictionLog:
         """
         if not predictions:
             return
-        rows = [
-            (
-                p.id,
-                p.model,
-                p.version,
-                p.answer,
-                np.ascontiguousarray(p.input).tobytes(),
-                p.input.dtype.str,
-                ",".join(str(n) for n in p.input.shape),
-                p.created_at,
-            )
-            for p in predictions
-        ]
+        rows = [(p.id, p.model, p.version, p.answer, *array_columns(p.input), p.created_at) for p in predictions]
         with self.database.transaction(synchronous="NORMAL") as db:
             db.executemany(
                 "INSERT OR IGNORE INTO predictions (id, model, version, answer, input, input_dtype, input_shape, "
@@ -73,14 +62,9 @@ class PredictionLog:
             row = db.execute("SELECT * FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
         if row is None:
             return None
-        shape = tuple(int(n) for n in row["input_shape"].split(",") if n)
-        values = np.frombuffer(row["input"], dtype=np.dtype(row["input_dtype"])).reshape(shape)
+        values = array_from_columns(row["input"], row["input_dtype"], row["input_shape"])
         return LoggedPrediction(row["id"], row["model"], row["version"], row["answer"], values, row["created_at"])
 
     def count(self) -> int:
         with self.database.connect() as db:
             return int(db.execute("SELECT count(*) FROM predictions").fetchone()[0])
-
-
-def now() -> float:
-    return time.time()

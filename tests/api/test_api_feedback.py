@@ -63,6 +63,10 @@ def test_feedback_is_recorded_and_a_second_label_replaces_the_first(
     assert second.json()["replaced_label"] == "1"
     assert second.json()["correct"] is True
     assert second.json()["example_id"] > first.json()["example_id"]
+    # The same label again (a client retrying) changes nothing: not a new example that counts again.
+    again = feedback(labeller, prediction_id, "7")
+    assert again.status_code == 201, again.text
+    assert (again.json()["replaced"], again.json()["example_id"]) == (False, second.json()["example_id"])
     examples = labeller.get("/models/mnist/examples").json()
     assert examples["total"] == 1
     assert examples["by_label"]["7"] == 1

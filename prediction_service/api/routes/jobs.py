@@ -15,7 +15,6 @@ from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.penguins import PENGUINS
-from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.services import Serving
 from prediction_service.storage.jobs import QUEUED, RUNNING, Job, JobStore
 
@@ -98,7 +97,7 @@ async def upload_penguins(
     response: Response,
 ) -> JobInfo:
     # Retraining starts from the serving version (503 while there is none), whose species the rows may name.
-    species = registry.serving(PENGUINS, PenguinClassifier).predictor.species
+    species = registry.labels(PENGUINS)
     job = await run_in_threadpool(retraining.intake.accept_penguin_rows, file.file, file.filename, species)
     background_tasks.add_task(retraining.runner.kick)
     response.headers["Location"] = f"/jobs/{job.id}"

@@ -46,11 +46,11 @@ def answer(result: DigitResult, filename: str | None, recorder: PredictionRecord
 async def predict_image(file: UploadFile, mnist: MnistDep, recorder: RecorderDep, request: Request) -> JSONResponse:
     # The hottest route: the answer built directly (its shape is DigitPrediction, checked by the
     # tests), not validated again by FastAPI.
-    data = await file.read()
-    result = await _predict(mnist, file.filename, data)
+    result = await _predict(mnist, file.filename, await file.read())
     request.state.model_version = result.model_version
     answer_body = answer(result, file.filename, recorder)
-    shadow_of(request).offer(MNIST, answer_body["prediction_id"], data, str(result.digit))
+    # The digit as the model saw it: the shadow neither decodes the file again nor queues its bytes.
+    shadow_of(request).offer(MNIST, answer_body["prediction_id"], result.image, str(result.digit))
     return JSONResponse(answer_body)
 
 
@@ -79,13 +79,13 @@ async def predict_images(
     parts = [(file.filename, await file.read()) for file in files]
     outcomes = await asyncio.gather(*(_predict(mnist, name, data) for name, data in parts), return_exceptions=True)
     answers = []
-    for (name, data), outcome in zip(parts, outcomes, strict=True):
+    for (name, _), outcome in zip(parts, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
             answers.append(DigitBatchItem(filename=name, error=outcome.detail, status=outcome.status_code))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
             item = answer(outcome, name, recorder)
-            shadow_of(request).offer(MNIST, item["prediction_id"], data, str(outcome.digit))
+            shadow_of(request).offer(MNIST, item["prediction_id"], outcome.image, str(outcome.digit))
             answers.append(DigitBatchItem(**item))
     return answers

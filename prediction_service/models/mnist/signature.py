@@ -39,12 +39,11 @@ def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder, sha
                 f"send exactly one of the inputs {IMAGE!r} (28x28 UINT8 0-255 or FP32 0-1, a light digit on black) "
                 f"and {IMAGE_FILE!r} (encoded image files)"
             )
-        rows: list[np.ndarray] | list[bytes]  # each row as the shadow takes it
         if IMAGE in inputs:
-            rows = images = list(_pixels(inputs[IMAGE]))
+            images = list(_pixels(inputs[IMAGE]))
             pending = [digits.predict_array(image, f"{IMAGE}[{row}]") for row, image in enumerate(images)]
         else:
-            rows = files = _files(inputs[IMAGE_FILE])
+            files = _files(inputs[IMAGE_FILE])
             pending = [digits.predict(data, f"{IMAGE_FILE}[{row}]") for row, data in enumerate(files)]
         outcomes = await asyncio.gather(*pending, return_exceptions=True)
         results: list[DigitResult] = []
@@ -53,11 +52,11 @@ def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder, sha
                 raise outcome  # the protocol has no per-row errors: the first one answers for the request
             results.append(outcome)
         ids = []
-        for row, result in zip(rows, results, strict=True):
+        for result in results:
             metrics.count_prediction(MNIST, result.model_version, result.digit)
             prediction_id = recorder.record(MNIST, result.model_version, str(result.digit), result.image)
             ids.append(prediction_id)
-            shadow.offer(MNIST, prediction_id, row, str(result.digit))
+            shadow.offer(MNIST, prediction_id, result.image, str(result.digit))
         digit = np.array([result.digit for result in results], dtype=np.int64)
         # float64 until encoded (as FP32): JSON then shows the rounded values, without float32 noise.
         probabilities = np.array([result.probabilities for result in results], dtype=np.float64)
