@@ -83,7 +83,7 @@ class ShadowRecords:
         columns = ", ".join(COUNTERS)
         increments = ", ".join(f"{name} = {name} + excluded.{name}" for name in COUNTERS)
         rows = [(model, version, *dataclasses.astuple(count)) for (model, version), count in counts.items()]
-        with self.database.transaction(synchronous="NORMAL") as db:
+        with self.database.writer(synchronous="NORMAL") as db:
             db.executemany(
                 f"INSERT INTO shadow_figures (model, shadow_version, {columns}) "  # noqa: S608 - our own column names
                 f"VALUES (?, ?{', ?' * len(COUNTERS)}) "

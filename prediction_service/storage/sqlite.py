@@ -1,6 +1,7 @@
 """A SQLite database file shared by every process that uses MODEL_DIR (WAL: readers never wait for the writer)."""
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,12 @@ class SqliteDatabase:
         self.schema = schema
         self.upgrade = upgrade
         self._schema_ready = False
+        # Held open for the life of this object: when the last connection to a WAL database closes, SQLite
+        # checkpoints the whole log and deletes it (~1.5 ms); with one kept open, a per-operation
+        # connection closes cheaply, and checkpoints happen as the log grows.
+        self._keeper: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._writer_lock = threading.Lock()
 
     def _create_schema(self) -> None:
         # At the first use, not in __init__: making a store does no I/O. Idempotent across processes.
@@ -34,6 +41,7 @@ class SqliteDatabase:
             db.executescript(self.schema)
         finally:
             db.close()
+        self._keeper = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._schema_ready = True
 
     @contextmanager
@@ -52,6 +60,25 @@ class SqliteDatabase:
             yield db
         finally:
             db.close()
+
+    @contextmanager
+    def writer(self, synchronous: str) -> Iterator[sqlite3.Connection]:
+        """One connection kept open for a frequent writer (opening and closing one costs ~1 ms in a busy WAL
+        database), in a BEGIN IMMEDIATE transaction; one user at a time."""
+        with self._writer_lock:
+            if self._writer is None:
+                if not self._schema_ready:
+                    self._create_schema()
+                self._writer = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                self._writer.execute(f"PRAGMA synchronous={synchronous}")
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextmanager
     def transaction(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
