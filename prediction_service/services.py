@@ -133,6 +133,7 @@ class Retraining:
 
     async def _job_finished(self, job: Job) -> None:
         self.notifier.job_ended(job)
+        self.automatic.job_ended(job.model)
         metrics.JOBS.labels(job.status).inc()
         if job.started_at and job.finished_at:
             elapsed = datetime.fromisoformat(job.finished_at) - datetime.fromisoformat(job.started_at)

@@ -12,12 +12,16 @@ from typing import Any
 import numpy as np
 
 from prediction_service.retraining import replay
+from prediction_service.retraining.intake import recipe
 from prediction_service.storage.examples import FEEDBACK, ExampleStore
 from prediction_service.storage.jobs import JobStore
 from prediction_service.storage.versions import ModelStore, utc_now
 
 UPLOADS = "uploads"
 SNAPSHOT_LAYOUT = "collected examples"
+# A job takes at most this many collected examples, the newest: as many as MNIST's training set, enough to learn
+# from; the snapshot is built in the server's memory (about 190 MB of 28x28 float32 images at this bound).
+MAX_SNAPSHOT_EXAMPLES = 60_000
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,21 @@ class CollectedExamples:
                 by_source[UPLOADS] = uploads
         return Collected(None if pointer is None else pointer.version, watermark, by_source)
 
-    def snapshot(self, model: str, job_id: str, after: int, up_to: int, labels: list[str]) -> Snapshot:
-        """The examples with `after` < id <= `up_to`, their labels as indices into `labels` (the model's)."""
+    def snapshot(self, model: str, job_id: str, after: int, up_to: int, labels: list[str]) -> Snapshot | None:
+        """The examples with `after` < id <= `up_to`, at most MAX_SNAPSHOT_EXAMPLES of them (the newest), their
+        labels as indices into `labels` (the model's); None if none of them has one of those labels."""
         index = {label: position for position, label in enumerate(labels)}
-        chosen = [example for example in self.examples.between(model, after, up_to) if example.label in index]
+        taken = self.examples.between(model, after, up_to, newest=MAX_SNAPSHOT_EXAMPLES)
+        if len(taken) == MAX_SNAPSHOT_EXAMPLES:  # older ones may have been left out: the range says what was taken
+            after = taken[0].id - 1
+        chosen = [example for example in taken if example.label in index]
+        if not chosen:
+            return None
         counts = Counter(example.label for example in chosen)
         manifest = {
             "id": job_id,
             "filename": f"{FEEDBACK} examples {after + 1}-{up_to}",  # what the job and its version show as its name
-            "images": len(chosen),
+            recipe(model).unit: len(chosen),  # as an upload's summary says it
             "layout": SNAPSHOT_LAYOUT,
             "label_counts": {label: counts.get(label, 0) for label in labels},
             "received_at": utc_now(),

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from prediction_service.core.errors import InvalidInput
 from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import model_named
+from prediction_service.models.interface import RetrainingRecipe
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.retraining.archive import ArchiveLimits, DecodeChunks, read_labelled_zip
 from prediction_service.retraining.penguin_rows import CsvLimits, read_penguin_rows
@@ -19,12 +20,17 @@ from prediction_service.storage.versions import utc_now
 log = logging.getLogger(__name__)
 
 
-def training_params(settings: Settings, model: str) -> dict[str, Any]:
-    """A new job's parameters: what its model's retraining takes, from the settings of now."""
+def recipe(model: str) -> RetrainingRecipe:
+    """How the model retrains (its unit, its parameters); an error saying so if it does not."""
     retraining = model_named(model).retraining
     if retraining is None:
         raise InvalidInput(f"the model {model!r} is not retrained")
-    return retraining.params(settings)
+    return retraining
+
+
+def training_params(settings: Settings, model: str) -> dict[str, Any]:
+    """A new job's parameters: what its model's retraining takes, from the settings of now."""
+    return recipe(model).params(settings)
 
 
 class Intake:

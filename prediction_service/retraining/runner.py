@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 0.5
 # An automatic job that a server stop interrupted is queued again (nobody is there to retry it), this many runs at most.
 AUTOMATIC_MAX_ATTEMPTS = 3
+# How a job ends: its status, result and error (JobStore.finish's arguments).
+Settlement = tuple[str, dict[str, Any] | None, str | None]
 
 
 class JobRunner:
@@ -74,39 +77,58 @@ class JobRunner:
                 with self.store.lock(name):
                     self.store.remove_partial_versions(name)
             self.uploads.remove_partial()
+            removed = self.uploads.remove_orphans(self._referenced_uploads())
+            if removed:
+                log.warning("removed uploads that no job names (saved by a process that died): %s", ", ".join(removed))
         finally:
             self._lock.release()
         return [job_id for job_id in interrupted if job_id]
 
+    def _referenced_uploads(self) -> set[str]:
+        """Uploads that a job or a stored version names (versions too: replay reads them if a job row is gone)."""
+        referenced = self.jobs.upload_ids()
+        for name in model_names():
+            for version in self.store.list_versions(name):
+                upload_id = version.manifest.get("training_data", {}).get("upload_id")
+                if upload_id:
+                    referenced.add(upload_id)
+        return referenced
+
     def _settle_orphan(self, job: Job) -> str | None:
-        """A job whose process died: final if it got as far as a verdict or a stored version, else interrupted."""
+        """A job whose process died: settled as `_settlement` says; its id if it was interrupted."""
+        settlement = self._settlement(job)
+        if settlement is None:
+            return None
+        status, result, error = settlement
+        self.jobs.finish(job.id, status, result, error)
+        if status != INTERRUPTED:
+            return None
+        log.warning("job %s was interrupted by a server stop", job.id)
+        return job.id
+
+    def _settlement(self, job: Job) -> Settlement | None:
+        """How a job whose training process died (a stop, a crash) finishes (blocking): final if it got as far as
+        a verdict or a stored version (it must not run again and publish a second one), else interrupted; None: it
+        was queued again."""
         outcome = (job.progress or {}).get("outcome")
         if outcome is not None:
-            self.jobs.finish(job.id, outcome["status"], outcome["result"], outcome["error"])
-            return None
+            return outcome["status"], outcome["result"], outcome["error"]
         stored = [v for v in self.store.list_versions(job.model) if v.manifest.get("job_id") == job.id]
         pointer = self.store.serving(job.model)
         published = set() if pointer is None else pointer.published()
         if stored:
             version = stored[-1]
-            gate = version.manifest.get("gate", {})
             result = job_result(version, version.version in published)
             if version.version in published:
-                self.jobs.finish(job.id, SUCCEEDED, result=result)
-                return None
-            if not gate.get("passed", False):
-                self.jobs.finish(job.id, REJECTED, result=result)
-                return None
+                return SUCCEEDED, result, None
+            if not version.manifest.get("gate", {}).get("passed", False):
+                return REJECTED, result, None
             note = f"; candidate version {version.version} was stored but not published (activate it, or retry)"
         else:
-            note = ""
             if self._requeued(job):
                 return None
-        self.jobs.finish(
-            job.id, INTERRUPTED, error=f"the server stopped while the job was running{note}; POST /jobs/{job.id}/retry"
-        )
-        log.warning("job %s was interrupted by a server stop", job.id)
-        return job.id
+            note = ""
+        return INTERRUPTED, None, f"the server stopped while the job was running{note}; POST /jobs/{job.id}/retry"
 
     def _requeued(self, job: Job) -> bool:
         """Queue an interrupted automatic job again, as long as it has attempts left."""
@@ -162,18 +184,17 @@ class JobRunner:
         exit_code = await self._process.wait()
         self._process = None
         job = await asyncio.to_thread(self.jobs.get, job.id)
-        outcome = (job.progress or {}).get("outcome")
-        if outcome is not None:
-            if self.on_outcome is not None:
-                await self.on_outcome()  # serve a published version here before the job reads final
-            status, result, error = outcome["status"], outcome["result"], outcome["error"]
-        elif self._stopping:
-            if await asyncio.to_thread(self._requeued, job):
-                return
-            status, result, error = INTERRUPTED, None, f"the server stopped during the job; POST /jobs/{job.id}/retry"
+        settlement: Settlement | None
+        if (job.progress or {}).get("outcome") is None and not self._stopping:
+            settlement = FAILED, None, f"the training process exited with code {exit_code}"
         else:
-            status, result, error = FAILED, None, f"the training process exited with code {exit_code}"
-        await asyncio.to_thread(self.jobs.finish, job.id, status, result, error)
+            # Its verdict, or (stopped before it recorded one) what it stored: a stop may come after it published.
+            settlement = await asyncio.to_thread(self._settlement, job)
+            if settlement is None:
+                return  # queued again
+            if settlement[0] != INTERRUPTED and self.on_outcome is not None:
+                await self.on_outcome()  # serve a published version here before the job reads final
+        await asyncio.to_thread(self.jobs.finish, job.id, *settlement)
         finished = await asyncio.to_thread(self.jobs.get, job.id)
         log.info("job %s %s", job.id, finished.status)
         if self.on_finished is not None:

@@ -1,7 +1,8 @@
 """Automatic retraining: a job on the collected examples once RETRAIN_MIN_EXAMPLES new ones are there.
 
-Without RETRAIN_SCHEDULE the threshold is checked after each feedback (off the request's path) and at
-start-up; with it, only at the times it names. "New" means above both the serving version's watermark and
+Without RETRAIN_SCHEDULE the threshold is checked after each feedback (off the request's path), when a job
+ends (examples may have reached it meanwhile; a published version moves the watermark) and at start-up; with it,
+only at the times it names. "New" means above both the serving version's watermark and
 the last automatic attempt's, so the examples of a rejected job come back only with enough new ones. The
 job is an ordinary one (replay, gate, notifications), marked automatic; the job store lets only one
 automatic job per model wait or run, whichever process or restart asks (storage.jobs.create_automatic).
@@ -47,6 +48,7 @@ class AutomaticRetraining:
         self._pending: set[str] = set()
         self._checks: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
+        self._stopped = False
 
     # When
 
@@ -62,10 +64,16 @@ class AutomaticRetraining:
 
     def examples_added(self, model: str) -> None:
         """Feedback was recorded: check now, off the caller's path (with a schedule: at the next check)."""
-        if self.schedule is None and model in self.models:
+        if self.schedule is None and model in self.models and not self._stopped:
             self._check_soon([model])
 
+    def job_ended(self, model: str) -> None:
+        """A job of `model` ended: examples that reached the threshold while it ran wait no more (with a
+        schedule: at the next check)."""
+        self.examples_added(model)
+
     async def stop(self) -> None:
+        self._stopped = True  # a job that a stop ends starts no check
         for task in (self._scheduler, self._checks):
             if task is not None:
                 task.cancel()
@@ -109,12 +117,12 @@ class AutomaticRetraining:
         if self.examples.count(model, max(watermark, last_attempt)) < self.min_examples:
             return None
         if self.jobs.active_automatic(model) is not None:
-            return None  # its end lets the next check decide
+            return None  # its end checks again (job_ended)
         job_id = new_job_id()
         # Everything the serving version has not learned: a rejected attempt's examples too, with the new ones.
         snapshot = self.collected.snapshot(model, job_id, watermark, self.examples.last_id(model), self.labels(model))
-        if len(snapshot.labels) == 0:
-            return None
+        if snapshot is None:
+            return None  # none with a label the model has
         self.uploads.save(job_id, snapshot, snapshot.manifest)
         params = training_params(self.settings, model)
         job = self.jobs.create_automatic(job_id, model, snapshot.manifest, params, last_attempt)

@@ -109,11 +109,13 @@ class ExampleStore:
             row = db.execute("SELECT max(id) FROM examples WHERE model = ?", (model,)).fetchone()
         return int(row[0] or 0)
 
-    def between(self, model: str, after: int, up_to: int) -> list[Example]:
-        """The examples of `model` with `after` < id <= `up_to`, oldest first."""
+    def between(self, model: str, after: int, up_to: int, newest: int | None = None) -> list[Example]:
+        """The examples of `model` with `after` < id <= `up_to` (only the `newest` of them, if given), oldest first."""
         with self.database.connect() as db:
             rows = db.execute(
-                "SELECT * FROM examples WHERE model = ? AND id > ? AND id <= ? ORDER BY id", (model, after, up_to)
+                "SELECT * FROM (SELECT * FROM examples WHERE model = ? AND id > ? AND id <= ? ORDER BY id DESC "
+                "LIMIT ?) ORDER BY id",
+                (model, after, up_to, -1 if newest is None else newest),  # LIMIT -1: no limit
             ).fetchall()
         return [
             Example(

@@ -169,6 +169,12 @@ class JobStore:
             ).fetchall()
         return [Job.from_row(row) for row in rows]
 
+    def upload_ids(self) -> set[str]:
+        """The ids of the uploads that jobs train on (any state: a finished job's upload is replayed later)."""
+        with self.database.connect() as db:
+            rows = db.execute("SELECT json_extract(upload, '$.id') FROM jobs").fetchall()
+        return {row[0] for row in rows if row[0]}
+
     def get(self, job_id: str) -> Job:
         with self.database.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

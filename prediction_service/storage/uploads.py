@@ -3,6 +3,7 @@
 import io
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,10 @@ import numpy as np
 from prediction_service.core.errors import NotFound
 from prediction_service.core.files import publish_folder, staged_folder
 from prediction_service.storage.layout import DATASET, INCOMING_PREFIX, MANIFEST, STAGING_PREFIX
+
+# An upload folder no job names is an orphan (its process died between saving it and recording its job) once it is
+# this old: a writer records the job a moment after the save, so a younger one may be another process's, mid-intake.
+ORPHAN_AGE_SECONDS = 60.0
 
 
 class Dataset(Protocol):
@@ -69,3 +74,16 @@ class UploadStore:
                     shutil.rmtree(entry, ignore_errors=True)
                 elif entry.name.startswith(INCOMING_PREFIX):
                     entry.unlink(missing_ok=True)
+
+    def remove_orphans(self, referenced: set[str]) -> list[str]:
+        """Delete upload folders older than ORPHAN_AGE_SECONDS whose id is not in `referenced`; their names."""
+        removed = []
+        if self.root.is_dir():
+            cutoff = time.time() - ORPHAN_AGE_SECONDS
+            for entry in self.root.iterdir():
+                if entry.name.startswith(".") or entry.name in referenced or not entry.is_dir():
+                    continue
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed

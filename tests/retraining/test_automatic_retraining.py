@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import os
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -13,19 +15,21 @@ import numpy as np
 import pytest
 from conftest import AUTH, make_settings, wait_for_job
 from fastapi.testclient import TestClient
+from filelock import FileLock
 from test_notifications import Receiver
 
 from prediction_service.api.app import create_app
 from prediction_service.core.ids import new_prediction_id
 from prediction_service.models.mnist.model import normalize_all
+from prediction_service.retraining import collected, runner
 from prediction_service.retraining.collected import CollectedExamples
 from prediction_service.retraining.runner import AUTOMATIC_MAX_ATTEMPTS, JobRunner
 from prediction_service.retraining.triggers import AutomaticRetraining
 from prediction_service.storage.examples import FEEDBACK, ExampleStore
-from prediction_service.storage.jobs import AUTOMATIC, INTERRUPTED, QUEUED, REJECTED, JobStore
-from prediction_service.storage.layout import Layout
+from prediction_service.storage.jobs import AUTOMATIC, INTERRUPTED, QUEUED, REJECTED, SUCCEEDED, JobStore
+from prediction_service.storage.layout import MANIFEST, Layout
 from prediction_service.storage.predictions import LoggedPrediction, PredictionLog
-from prediction_service.storage.uploads import UploadStore
+from prediction_service.storage.uploads import ORPHAN_AGE_SECONDS, UploadStore
 from prediction_service.storage.versions import ModelStore
 
 T = TypeVar("T")
@@ -133,9 +137,10 @@ def automatic_retraining(
     )
 
 
-def collect(trigger: AutomaticRetraining, count: int) -> None:
+def collect(trigger: AutomaticRetraining, count: int, label: str | None = None) -> None:
     for n in range(count):
-        trigger.examples.record("mnist", FEEDBACK, new_prediction_id(), str(n % 10), np.full((28, 28), n, np.uint8))
+        image = np.full((28, 28), n, np.uint8)
+        trigger.examples.record("mnist", FEEDBACK, new_prediction_id(), label or str(n % 10), image)
 
 
 def test_a_rejected_jobs_examples_come_back_only_with_enough_new_ones(model_dir: Path) -> None:
@@ -204,3 +209,145 @@ def test_an_automatic_job_interrupted_by_a_kill_is_queued_again_a_bounded_number
 def test_a_wrong_schedule_is_refused_at_start_with_what_to_write(tmp_path: Path, schedule: str) -> None:
     with pytest.raises(ValueError, match="cron expression of 5 fields"):
         make_settings(tmp_path, retrain_schedule=schedule)
+
+
+def test_at_most_the_newest_examples_go_into_a_job(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collected, "MAX_SNAPSHOT_EXAMPLES", 3)
+    trigger = automatic_retraining(model_dir, min_examples=5)
+    collect(trigger, 5)
+    job = trigger.check("mnist")
+    assert job is not None
+    images, labels = trigger.uploads.load(job.id)
+    assert labels.tolist() == [2, 3, 4]  # the newest three
+    assert images[:, 0, 0].tolist() == [2, 3, 4]
+    assert (job.upload["images"], job.upload["examples_from"], job.upload["examples_watermark"]) == (3, 2, 5)
+    assert job.upload["filename"] == "feedback examples 3-5"
+
+
+def test_examples_without_a_label_of_the_model_start_no_job(model_dir: Path) -> None:
+    trigger = automatic_retraining(model_dir, min_examples=2)
+    collect(trigger, 2, label="a label the serving version lacks")
+    assert trigger.check("mnist") is None
+    assert trigger.jobs.recent() == []
+    assert not Layout(model_dir).uploads.exists() or list(Layout(model_dir).uploads.iterdir()) == []
+
+
+def test_recovery_removes_collected_examples_saved_by_a_process_killed_before_it_recorded_their_job(
+    model_dir: Path,
+) -> None:
+    trigger = automatic_retraining(model_dir, min_examples=2)
+    collect(trigger, 2)
+    job = trigger.check("mnist")
+    assert job is not None
+    snapshot = trigger.collected.snapshot("mnist", "killed-before-its-job", 0, 2, DIGITS)
+    assert snapshot is not None
+    for upload_id in ("killed-before-its-job", "another-process-saving-now"):
+        trigger.uploads.save(upload_id, snapshot, snapshot.manifest)
+    long_ago = time.time() - ORPHAN_AGE_SECONDS - 60
+    for upload_id in (job.id, "killed-before-its-job"):
+        os.utime(Layout(model_dir).uploads / upload_id, (long_ago, long_ago))
+    JobRunner(trigger.jobs, ModelStore(model_dir), trigger.uploads, make_settings(model_dir)).recover()
+    kept = sorted(entry.name for entry in Layout(model_dir).uploads.iterdir())
+    # A job's upload stays, however old; so does one that a running intake may be about to record.
+    assert kept == sorted([job.id, "another-process-saving-now"])
+
+
+class StoppedChild:
+    """The training process as a stop finds it: whatever it got as far as, the SIGTERM ends it before its verdict."""
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+        self.terminated = asyncio.Event()
+
+    def terminate(self) -> None:
+        self.terminated.set()
+
+    async def wait(self) -> int:
+        await self.terminated.wait()
+        self.returncode = -15
+        return self.returncode
+
+
+def store_candidate(store: ModelStore, job_id: str, passed: bool) -> int:
+    """What a training job stores: a version of the job (the serving one's files), serving if it passed the gate."""
+    serving = store.read_version("mnist", 1)
+
+    def copy(folder: Path) -> None:
+        for entry in serving.path.iterdir():
+            if entry.is_file() and entry.name != MANIFEST:
+                shutil.copy(entry, folder / entry.name)
+
+    gate = {"passed": passed, "candidate_accuracy": 0.9, "serving_version": 1, "serving_accuracy": 0.9}
+    manifest = {"source": "retraining", "job_id": job_id, "parent_version": 1, "gate": gate, "training_data": {}}
+    version = store.add_version("mnist", copy, manifest).version
+    if passed:
+        store.set_serving("mnist", version)
+    return version
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [("published", SUCCEEDED), ("rejected by the gate", REJECTED), ("nothing", QUEUED)],
+)
+def test_a_job_stopped_after_it_stored_its_version_ends_with_it_and_never_runs_again(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, stored: str, expected: str
+) -> None:
+    trigger = automatic_retraining(model_dir, min_examples=2)
+    collect(trigger, 2)
+    job = trigger.check("mnist")
+    assert job is not None
+    store = ModelStore(model_dir)
+
+    async def stop_during_the_job() -> None:
+        child = StoppedChild()
+        started = asyncio.Event()
+
+        async def start_child(*args: object, **options: object) -> StoppedChild:
+            if stored != "nothing":
+                await asyncio.to_thread(store_candidate, store, job.id, passed=stored == "published")
+            started.set()
+            return child
+
+        monkeypatch.setattr(runner, "start_child", start_child)
+        jobs = JobRunner(trigger.jobs, store, trigger.uploads, make_settings(model_dir))
+        await jobs.kick()
+        async with asyncio.timeout(30):
+            await started.wait()
+            await jobs.stop()  # the graceful stop's SIGTERM
+
+    asyncio.run(stop_during_the_job())
+    settled = trigger.jobs.get(job.id)
+    assert settled.status == expected
+    if stored == "nothing":  # an automatic job is queued again: nobody is there to retry it
+        assert store.version_numbers("mnist") == [1]
+    else:  # final: it must not run again and store a second version from the same examples
+        assert store.version_numbers("mnist") == [1, 2]
+        assert settled.result is not None
+        assert (settled.result["version"], settled.result["published"]) == (2, stored == "published")
+        assert not trigger.jobs.has_queued()
+
+
+def correct_penguins(client: TestClient, model_dir: Path, count: int) -> None:
+    """Logged penguin predictions, then their species."""
+    rows = [np.array([39.0 + n, 190.0 + n]) for n in range(count)]
+    logged = [LoggedPrediction(new_prediction_id(), "penguins", 1, "Adelie", row, time.time()) for row in rows]
+    PredictionLog(Layout(model_dir).learning, 10_000).append(logged)
+    for prediction in logged:
+        response = client.post(f"/predictions/{prediction.id}/feedback", json={"label": "Adelie"}, headers=AUTH)
+        assert response.status_code == 201, response.text
+
+
+def test_examples_that_reach_the_threshold_while_a_job_runs_start_the_next_job_when_it_ends(model_dir: Path) -> None:
+    settings = make_settings(model_dir, retrain_min_examples=2)
+    with TestClient(create_app(settings)) as client:
+        with FileLock(Layout(model_dir).training_lock):  # another process trains: the first job waits its turn
+            correct_penguins(client, model_dir, 2)
+            (first,) = wait_for(lambda: automatic_jobs(client))
+            correct_penguins(client, model_dir, 2)  # the threshold again, while the first job is there
+        first = wait_for_job(client, first["job_id"])
+        # No more feedback: the first job's end starts the second.
+        second = wait_for(lambda: [job for job in automatic_jobs(client) if job["job_id"] != first["job_id"]])[0]
+    assert (first["upload"]["rows"], first["upload"]["images"]) == (2, None)  # rows, as a CSV upload's
+    learned = first["status"] == "succeeded"  # the new version's watermark: its examples are no longer new
+    assert (first["upload"]["examples_watermark"], second["upload"]["examples_watermark"]) == (2, 4)
+    assert second["upload"]["rows"] == (2 if learned else 4)
