@@ -132,7 +132,7 @@ def logged_rows(path: Path) -> int:
         return 0
     with sqlite3.connect(path) as db:
         try:
-            return int(db.execute("SELECT count(*) FROM predictions").fetchone()[0])
+            return int(db.execute("SELECT coalesce(sum(rows), 0) FROM prediction_batches").fetchone()[0])
         except sqlite3.OperationalError:  # the log is off: no table
             return 0
 

@@ -107,28 +107,34 @@ class JobRunner:
         return job.id
 
     def _settlement(self, job: Job) -> Settlement | None:
-        """How a job whose training process died (a stop, a crash) finishes (blocking): final if it got as far as
-        a verdict or a stored version (it must not run again and publish a second one), else interrupted; None: it
-        was queued again."""
+        """How a job whose training process was stopped finishes (blocking): final if it got as far as a verdict
+        or a stored version (it must not run again and publish a second one), else interrupted; None: it was
+        queued again."""
+        verdict = self._stored_verdict(job)
+        if verdict is not None:
+            return verdict
+        if self._requeued(job):
+            return None
+        return INTERRUPTED, None, f"the server stopped while the job was running; POST /jobs/{job.id}/retry"
+
+    def _stored_verdict(self, job: Job) -> Settlement | None:
+        """The verdict its process recorded, or else what the version it stored says (blocking); None: neither."""
         outcome = (job.progress or {}).get("outcome")
         if outcome is not None:
             return outcome["status"], outcome["result"], outcome["error"]
         stored = [v for v in self.store.list_versions(job.model) if v.manifest.get("job_id") == job.id]
+        if not stored:
+            return None
+        version = stored[-1]
         pointer = self.store.serving(job.model)
-        published = set() if pointer is None else pointer.published()
-        if stored:
-            version = stored[-1]
-            result = job_result(version, version.version in published)
-            if version.version in published:
-                return SUCCEEDED, result, None
-            if not version.manifest.get("gate", {}).get("passed", False):
-                return REJECTED, result, None
-            note = f"; candidate version {version.version} was stored but not published (activate it, or retry)"
-        else:
-            if self._requeued(job):
-                return None
-            note = ""
-        return INTERRUPTED, None, f"the server stopped while the job was running{note}; POST /jobs/{job.id}/retry"
+        published = version.version in (set() if pointer is None else pointer.published())
+        result = job_result(version, published)
+        if published:
+            return SUCCEEDED, result, None
+        if not version.manifest.get("gate", {}).get("passed", False):
+            return REJECTED, result, None
+        note = f"candidate version {version.version} was stored but not published (activate it, or retry)"
+        return INTERRUPTED, None, f"the job's process ended before it finished: {note}; POST /jobs/{job.id}/retry"
 
     def _requeued(self, job: Job) -> bool:
         """Queue an interrupted automatic job again, as long as it has attempts left."""
@@ -184,16 +190,21 @@ class JobRunner:
         exit_code = await self._process.wait()
         self._process = None
         job = await asyncio.to_thread(self.jobs.get, job.id)
+        # Its verdict, or (ended before it recorded one: a stop, a crash, the OOM killer) what it stored: the end
+        # may come after it published.
         settlement: Settlement | None
-        if (job.progress or {}).get("outcome") is None and not self._stopping:
-            settlement = FAILED, None, f"the training process exited with code {exit_code}"
-        else:
-            # Its verdict, or (stopped before it recorded one) what it stored: a stop may come after it published.
+        if self._stopping:
             settlement = await asyncio.to_thread(self._settlement, job)
             if settlement is None:
                 return  # queued again
-            if settlement[0] != INTERRUPTED and self.on_outcome is not None:
-                await self.on_outcome()  # serve a published version here before the job reads final
+        else:
+            settlement = await asyncio.to_thread(self._stored_verdict, job) or (
+                FAILED,
+                None,
+                f"the training process exited with code {exit_code}",
+            )
+        if settlement[0] in (SUCCEEDED, REJECTED) and self.on_outcome is not None:
+            await self.on_outcome()  # serve a published version here before the job reads final
         await asyncio.to_thread(self.jobs.finish, job.id, *settlement)
         finished = await asyncio.to_thread(self.jobs.get, job.id)
         log.info("job %s %s", job.id, finished.status)
