@@ -1,4 +1,5 @@
-"""The learning loop as real processes: feedback to two workers, a SIGKILL during the automatic job, a restart."""
+"""The learning loop as real processes: predictions of held-out digits, their true labels as feedback to two
+workers, the automatic job at the threshold, a SIGKILL during it and while feedback arrives, a restart."""
 
 import contextlib
 import os
@@ -11,27 +12,29 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import AUTH, MNIST_SMALL, TOKEN
+from conftest import AUTH, MNIST_SMALL, ROOT, TOKEN, png_bytes
 from servers import running_server
 
-from prediction_service.core.ids import new_prediction_id
-from prediction_service.models.mnist.model import normalize_all
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.layout import Layout
-from prediction_service.storage.predictions import LoggedPrediction, PredictionLog
 
 pytestmark = pytest.mark.e2e
 
 THRESHOLD = 30
 
 
-def logged_predictions(model_dir: Path, count: int) -> list[tuple[str, int]]:
-    """Held-out digits as predictions in the store's log (as the service keeps them); (id, true label)."""
+def predicted(url: str, count: int) -> list[tuple[str, int]]:
+    """Held-out digits (the sample's test set, which the store did not train on) sent to POST /predict-image:
+    (prediction id, true label) of each answer."""
     with np.load(MNIST_SMALL) as data:
-        images, labels = normalize_all(data["x_test"][:count]), data["y_test"][:count]
-    logged = [LoggedPrediction(new_prediction_id(), "mnist", 1, "0", image, time.time()) for image in images]
-    PredictionLog(Layout(model_dir).learning, 10_000).append(logged)
-    return [(prediction.id, int(label)) for prediction, label in zip(logged, labels, strict=True)]
+        images, labels = data["x_test"][:count], data["y_test"][:count]
+    answers = []
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        files = {"file": (f"held-out-{index}.png", png_bytes(image), "image/png")}
+        response = httpx.post(f"{url}/predict-image", files=files, timeout=30)
+        assert response.status_code == 200, response.text
+        answers.append((response.json()["prediction_id"], int(label)))
+    return answers
 
 
 def send(url: str, prediction_id: str, label: int) -> int:
@@ -51,7 +54,6 @@ def test_a_sigkill_during_feedback_and_the_automatic_job_loses_no_label_and_runs
 ) -> None:
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    predictions = logged_predictions(model_dir, THRESHOLD + 20)
     env = {
         "MODEL_DIR": str(model_dir),
         "MNIST_DATA": str(MNIST_SMALL),
@@ -65,6 +67,7 @@ def test_a_sigkill_during_feedback_and_the_automatic_job_loses_no_label_and_runs
     with running_server(env, tmp_path / "server.log", workers=2) as server:
         group = server.process.pid
         try:
+            predictions = predicted(server.url, THRESHOLD + 20)
             for prediction_id, label in predictions[:THRESHOLD]:  # both workers answer, both check the threshold
                 assert send(server.url, prediction_id, label) == 201
                 confirmed.append(prediction_id)
@@ -128,3 +131,58 @@ def test_feedback_right_after_an_answer_finds_it_whichever_worker_answered(tmp_p
             )
             statuses.append(feedback.status_code)
     assert statuses == [201] * 30, server.log_text()[-3000:]
+
+
+def wait_for_job(url: str, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def test_penguins_learn_from_feedback_and_from_a_csv(tmp_path: Path, trained_store: Path) -> None:
+    """Real server: penguins predicted, their true species sent as feedback, the automatic job at the threshold
+    publishes a version that serves; then a CSV of labelled rows does the same."""
+    model_dir = tmp_path / "store"
+    shutil.copytree(trained_store, model_dir)
+    env = {
+        "MODEL_DIR": str(model_dir),
+        "MNIST_DATA": str(MNIST_SMALL),
+        "ADMIN_TOKEN": TOKEN,
+        "DECODE_PROCESSES": "0",
+        "RETRAIN_MIN_EXAMPLES": str(THRESHOLD),
+    }
+    rows = [line.split(",") for line in (ROOT / "penguins.csv").read_text().splitlines()[1:]]
+    measured = [(row[0], row[2], row[4]) for row in rows if "NA" not in (row[2], row[4])][::7][:THRESHOLD]
+    with running_server(env, tmp_path / "server.log") as server:
+        for species, bill, flipper in measured:
+            answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": bill, "flipper_length_mm": flipper})
+            feedback = httpx.post(
+                f"{server.url}/predictions/{answer.json()['prediction_id']}/feedback",
+                json={"label": species},
+                headers=AUTH,
+            )
+            assert feedback.status_code == 201, feedback.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not automatic_jobs(server.url):
+            time.sleep(0.1)
+        (job,) = automatic_jobs(server.url)
+        assert job["model"] == "penguins"
+        finished = wait_for_job(server.url, job["job_id"])
+        assert finished["status"] == "succeeded", finished
+        assert finished["result"]["published"] is True
+        answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195})
+        assert answer.json()["model_version"] == finished["result"]["version"] == 2
+
+        csv = (ROOT / "samples" / "penguin_rows.csv").read_bytes()
+        upload = httpx.post(
+            f"{server.url}/upload-penguins", files={"file": ("rows.csv", csv, "text/csv")}, headers=AUTH
+        )
+        assert upload.status_code == 202, upload.text
+        finished = wait_for_job(server.url, upload.json()["job_id"])
+        assert finished["status"] == "succeeded", finished
+        answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195})
+        assert answer.json()["model_version"] == finished["result"]["version"] == 3
