@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import AUTH, MNIST_SMALL, ROOT, TOKEN, png_bytes
+from conftest import AUTH, MNIST_SMALL, ROOT, png_bytes, wait_for_job
 from servers import running_server
+from test_server_processes import quick_env
 
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.layout import Layout
@@ -54,15 +55,7 @@ def test_a_sigkill_during_feedback_and_the_automatic_job_loses_no_label_and_runs
 ) -> None:
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    env = {
-        "MODEL_DIR": str(model_dir),
-        "MNIST_DATA": str(MNIST_SMALL),
-        "ADMIN_TOKEN": TOKEN,
-        "DECODE_PROCESSES": "0",
-        "RETRAIN_EPOCHS": "2",
-        "RETRAIN_LEARNING_RATE": "0.001",
-        "RETRAIN_MIN_EXAMPLES": str(THRESHOLD),
-    }
+    env = quick_env(model_dir, RETRAIN_EPOCHS="2", RETRAIN_MIN_EXAMPLES=str(THRESHOLD))
     confirmed: list[str] = []
     with running_server(env, tmp_path / "server.log", workers=2) as server:
         group = server.process.pid
@@ -117,7 +110,7 @@ def test_feedback_right_after_an_answer_finds_it_whichever_worker_answered(tmp_p
     reach the other worker, which finds the prediction once the answering one has written its buffer."""
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    env = {"MODEL_DIR": str(model_dir), "MNIST_DATA": str(MNIST_SMALL), "ADMIN_TOKEN": TOKEN, "DECODE_PROCESSES": "0"}
+    env = quick_env(model_dir)
     with running_server(env, tmp_path / "server.log", workers=2) as server:
         statuses = []
         for n in range(30):  # a new connection each: the kernel spreads them over both workers
@@ -133,31 +126,15 @@ def test_feedback_right_after_an_answer_finds_it_whichever_worker_answered(tmp_p
     assert statuses == [201] * 30, server.log_text()[-3000:]
 
 
-def wait_for_job(url: str, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{url}/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
-
-
 def test_penguins_learn_from_feedback_and_from_a_csv(tmp_path: Path, trained_store: Path) -> None:
     """Real server: penguins predicted, their true species sent as feedback, the automatic job at the threshold
     publishes a version that serves; then a CSV of labelled rows does the same."""
     model_dir = tmp_path / "store"
     shutil.copytree(trained_store, model_dir)
-    env = {
-        "MODEL_DIR": str(model_dir),
-        "MNIST_DATA": str(MNIST_SMALL),
-        "ADMIN_TOKEN": TOKEN,
-        "DECODE_PROCESSES": "0",
-        "RETRAIN_MIN_EXAMPLES": str(THRESHOLD),
-    }
+    env = quick_env(model_dir, RETRAIN_MIN_EXAMPLES=str(THRESHOLD))
     rows = [line.split(",") for line in (ROOT / "penguins.csv").read_text().splitlines()[1:]]
     measured = [(row[0], row[2], row[4]) for row in rows if "NA" not in (row[2], row[4])][::7][:THRESHOLD]
-    with running_server(env, tmp_path / "server.log") as server:
+    with running_server(env, tmp_path / "server.log") as server, httpx.Client(base_url=server.url) as client:
         for species, bill, flipper in measured:
             answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": bill, "flipper_length_mm": flipper})
             feedback = httpx.post(
@@ -171,7 +148,7 @@ def test_penguins_learn_from_feedback_and_from_a_csv(tmp_path: Path, trained_sto
             time.sleep(0.1)
         (job,) = automatic_jobs(server.url)
         assert job["model"] == "penguins"
-        finished = wait_for_job(server.url, job["job_id"])
+        finished = wait_for_job(client, job["job_id"])
         assert finished["status"] == "succeeded", finished
         assert finished["result"]["published"] is True
         answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195})
@@ -182,7 +159,7 @@ def test_penguins_learn_from_feedback_and_from_a_csv(tmp_path: Path, trained_sto
             f"{server.url}/upload-penguins", files={"file": ("rows.csv", csv, "text/csv")}, headers=AUTH
         )
         assert upload.status_code == 202, upload.text
-        finished = wait_for_job(server.url, upload.json()["job_id"])
+        finished = wait_for_job(client, upload.json()["job_id"])
         assert finished["status"] == "succeeded", finished
         answer = httpx.get(f"{server.url}/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195})
         assert answer.json()["model_version"] == finished["result"]["version"] == 3

@@ -107,14 +107,17 @@ class AutomaticRetraining:
 
     def new_examples(self, model: str) -> int:
         """Examples newer than the serving version and the last automatic attempt: what the threshold counts."""
-        after = max(self.collected.watermark(model), self.jobs.last_automatic_watermark(model))
-        return self.examples.count(model, after)
+        return self._new_examples(model)[2]
+
+    def _new_examples(self, model: str) -> tuple[int, int, int]:
+        """The serving version's watermark, the last automatic attempt's, and the count of examples above both."""
+        watermark, last_attempt = self.collected.watermark(model), self.jobs.last_automatic_watermark(model)
+        return watermark, last_attempt, self.examples.count(model, max(watermark, last_attempt))
 
     def check(self, model: str) -> Job | None:
         """Start an automatic job if the threshold is reached and none is waiting or running (blocking)."""
-        watermark = self.collected.watermark(model)
-        last_attempt = self.jobs.last_automatic_watermark(model)
-        if self.examples.count(model, max(watermark, last_attempt)) < self.min_examples:
+        watermark, last_attempt, new = self._new_examples(model)
+        if new < self.min_examples:
             return None
         if self.jobs.active_automatic(model) is not None:
             return None  # its end checks again (job_ended)

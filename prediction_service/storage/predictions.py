@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prediction_service.storage.sqlite import SqliteDatabase
+from prediction_service.storage.sqlite import SqliteDatabase, array_from_columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction_batches (
@@ -114,8 +114,7 @@ class PredictionLog:
 
 
 def _unpack(row: sqlite3.Row, index: int) -> LoggedPrediction:
-    shape = tuple(int(n) for n in row["input_shape"].split(",") if n)
-    inputs = np.frombuffer(row["inputs"], dtype=np.dtype(row["input_dtype"])).reshape((row["rows"], *shape))
+    inputs = array_from_columns(row["inputs"], row["input_dtype"], f"{row['rows']},{row['input_shape']}")
     return LoggedPrediction(
         row["ids"].split(",")[index],
         row["model"],

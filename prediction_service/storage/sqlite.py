@@ -71,26 +71,26 @@ class SqliteDatabase:
                     self._create_schema()
                 self._writer = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 self._writer.execute(f"PRAGMA synchronous={synchronous}")
-            db = self._writer
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self._writer) as db:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     @contextmanager
     def transaction(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: the write lock from the start, so read-then-write is atomic across processes."""
-        with self.connect(synchronous) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        """A connection of its own in a BEGIN IMMEDIATE transaction."""
+        with self.connect(synchronous) as db, _immediate(db):
+            yield db
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE: the write lock from the start, so read-then-write is atomic across processes."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def array_columns(values: np.ndarray) -> tuple[bytes, str, str]:

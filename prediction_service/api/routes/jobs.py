@@ -15,7 +15,7 @@ from prediction_service.api.schemas import JobInfo, JobList, part_media_types
 from prediction_service.api.security import AdminDep
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.penguins import PENGUINS
-from prediction_service.services import Serving
+from prediction_service.services import Retraining, Serving
 from prediction_service.storage.jobs import QUEUED, RUNNING, Job, JobStore
 
 router = APIRouter(tags=["retraining"])
@@ -67,10 +67,7 @@ async def upload_images(
 ) -> JobInfo:
     registry.get(MNIST)  # retraining starts from the serving version: 503 with the reason while there is none
     job = await run_in_threadpool(retraining.intake.accept, MNIST, file.file, file.filename)
-    # The task only wakes this process's job runner; the training itself runs in a subprocess.
-    background_tasks.add_task(retraining.runner.kick)
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return job_info(job)
+    return queued(job, retraining, background_tasks, response)
 
 
 @router.post(
@@ -99,6 +96,12 @@ async def upload_penguins(
     # Retraining starts from the serving version (503 while there is none), whose species the rows may name.
     species = registry.labels(PENGUINS)
     job = await run_in_threadpool(retraining.intake.accept_penguin_rows, file.file, file.filename, species)
+    return queued(job, retraining, background_tasks, response)
+
+
+def queued(job: Job, retraining: Retraining, background_tasks: BackgroundTasks, response: Response) -> JobInfo:
+    """The answer to an accepted upload: the job, its Location; this process's job runner woken after it
+    (the task only wakes it; the training itself runs in a subprocess)."""
     background_tasks.add_task(retraining.runner.kick)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_info(job)

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_service.api.deps import RegistryDep, RetrainingDep, ServicesDep
 from prediction_service.api.errors import error_responses
+from prediction_service.api.routes.models import ModelName
 from prediction_service.api.schemas import (
     AutomaticRetrainingInfo,
     ExamplesInfo,
@@ -23,7 +24,6 @@ router = APIRouter(tags=["learning"])
 PredictionId = Annotated[
     str, Path(max_length=64, description="The `prediction_id` of a prediction's answer.", examples=["0" * 32])
 ]
-ModelName = Annotated[str, Path(description="The model's name: `penguins` or `mnist`.", examples=["mnist"])]
 
 
 @router.post(
