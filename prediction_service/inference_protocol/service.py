@@ -1,7 +1,8 @@
 """The protocol's answers for every model with a signature: metadata, readiness, config, inference.
 
-Only the version that serves can be addressed: a request naming another one is
-told how to serve it.
+Only the version that serves, and the shadow if one is set, can be addressed: a request naming another
+one is told how to serve it. A request to the shadow's version is answered by the shadow alone (as a
+candidate's trial: it is not compared with the serving version).
 """
 
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from prediction_service.core.errors import NotFound
 from prediction_service.inference_protocol.signature import ModelSignature
 from prediction_service.inference_protocol.tensors import encode_response, parse_request
+from prediction_service.models.interface import ServedModel
 from prediction_service.models.registry import Registry
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -33,16 +35,21 @@ class InferenceProtocol:
         self._signature(name)
         if self.registry.serving_version(name) is None:
             return False
-        self._serving_version(name, version)
+        self._addressed(name, version)
         return True
 
     def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
         signature = self._signature(name)
-        return signature.metadata(self._serving_version(name, version))
+        shadow = self._addressed(name, version)
+        if shadow is not None:
+            return signature.metadata([shadow.version])
+        if version is not None:
+            return signature.metadata([int(version)])
+        return signature.metadata(self._answering_versions(name))
 
     def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         signature = self._signature(name)
-        self._serving_version(name, version)
+        self._addressed(name, version)
         return signature.triton_config(self.max_batch_items)
 
     async def infer(
@@ -50,11 +57,11 @@ class InferenceProtocol:
     ) -> tuple[bytes, dict[str, str], int]:
         """The response body, its headers, and the model version that answered."""
         signature = self._signature(name)
-        self._serving_version(name, version)
+        shadow = self._addressed(name, version)
         request = parse_request(body, header_length)
         signature.check_inputs(request.inputs, self.max_batch_items)
         signature.check_outputs(request.outputs)
-        prediction = await signature.predict(request.inputs)
+        prediction = await signature.predict(request.inputs, shadow)
         outputs = prediction.outputs
         if request.outputs:
             outputs = [tensor for tensor in outputs if tensor.name in request.outputs]
@@ -74,17 +81,28 @@ class InferenceProtocol:
             raise NotFound(f"there is no model {name!r}; models: {', '.join(self.signatures)}")
         return signature
 
-    def _serving_version(self, name: str, version: str | None) -> int:
+    def _answering_versions(self, name: str) -> list[int]:
+        shadow = self.registry.shadows.get(name)
+        return [self.registry.get(name).version, *([shadow.version] if shadow is not None else [])]
+
+    def _addressed(self, name: str, version: str | None) -> ServedModel[Any] | None:
+        """None for the serving version (unnamed or named), the loaded shadow for its version; else a 404 that
+        says how to have the version answer."""
         serving = self.registry.get(name).version  # 503 with the reason while the model is not loaded
         if version is None or version == str(serving):
-            return serving
+            return None
+        shadow = self.registry.shadows.get(name)
+        if shadow is not None and version == str(shadow.version):
+            return shadow
+        answering = f"version {serving}" + (f" and shadow version {shadow.version}" if shadow is not None else "")
         known = [stored.version for stored in self.registry.versions(name)[0]]
         if version.isdigit() and int(version) in known:
             raise NotFound(
-                f"version {version} of {name!r} is not serving (version {serving} is), and only the serving "
-                f"version answers; to serve it: POST /models/{name}/versions/{version}/activate (admin token)"
+                f"version {version} of {name!r} is neither serving nor in shadow (answering: {answering}); "
+                f"to serve it: POST /models/{name}/versions/{version}/activate, to try it beside the serving "
+                f"version: POST /models/{name}/versions/{version}/shadow (admin token)"
             )
         raise NotFound(
             f"{name!r} has no version {version!r}; its versions: {', '.join(map(str, known))} "
-            f"(version {serving} serves; POST /models/{name}/versions/{{version}}/activate serves another)"
+            f"(answering: {answering}; POST /models/{name}/versions/{{version}}/activate serves another)"
         )

@@ -7,10 +7,13 @@ from it, so a model with a signature is served under /v2 without new routes.
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.tensors import BYTES, Tensor
+
+if TYPE_CHECKING:
+    from prediction_service.models.interface import ServedModel
 
 BATCH = -1  # the first dimension of every tensor: rows, any number up to MAX_BATCH_ITEMS
 
@@ -62,8 +65,9 @@ class Prediction:
     prediction_ids: list[str] = field(default_factory=list)  # one per row; answered in the response's parameters
 
 
-# Decoded, checked input tensors by name -> every output of the model.
-Predict = Callable[[dict[str, Tensor]], Awaitable[Prediction]]
+# Decoded, checked input tensors by name, and the version addressed (None: the serving one, batched with every
+# other request; else the shadow, loaded) -> every output of the model.
+Predict = Callable[[dict[str, Tensor], "ServedModel[Any] | None"], Awaitable[Prediction]]
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,10 @@ class ModelSignature:
     outputs: tuple[TensorSpec, ...]
     predict: Predict
 
-    def metadata(self, version: int) -> dict[str, Any]:
+    def metadata(self, versions: list[int]) -> dict[str, Any]:
         return {
             "name": self.name,
-            "versions": [str(version)],
+            "versions": [str(version) for version in versions],
             "platform": self.platform,
             "inputs": [spec.metadata() for spec in self.inputs],
             "outputs": [spec.metadata() for spec in self.outputs],

@@ -1,6 +1,7 @@
 """A shadow version answers beside the serving one, off the answer's path; /models and /metrics compare them."""
 
 import asyncio
+import base64
 import shutil
 import time
 from collections.abc import Iterator
@@ -284,3 +285,64 @@ def test_the_sample_rate_is_a_share_of_requests(model_dir: Path, tmp_path: Path)
         assert started.json()["shadow"]["sample_rate"] == 0.0
         predict_penguins(client)
         assert shadow_of(client, "penguins")["shadow_requests_compared"] == 0  # type: ignore[index]
+
+
+def v2_penguin(client: TestClient, path: str) -> Any:
+    body = {"inputs": [{"name": "measurements", "datatype": "FP32", "shape": [1, 2], "data": list(ADELIE.values())}]}
+    return client.post(f"/v2/models/penguins{path}/infer", json=body)
+
+
+def test_the_v2_protocol_addresses_the_shadow_by_its_version(model_dir: Path, tmp_path: Path) -> None:
+    version = add_penguin_version(model_dir, tmp_path)
+    with app(model_dir, shadow_sample_rate=1.0) as client:
+        assert v2_penguin(client, f"/versions/{version}").status_code == 404  # not serving, not in shadow yet
+        assert client.post(f"/models/penguins/versions/{version}/shadow", headers=AUTH).status_code == 200
+        assert client.get("/v2/models/penguins").json()["versions"] == ["1", str(version)]
+        assert client.get(f"/v2/models/penguins/versions/{version}").json()["versions"] == [str(version)]
+        assert client.get(f"/v2/models/penguins/versions/{version}/ready").status_code == 200
+
+        trial = v2_penguin(client, f"/versions/{version}").json()
+        assert (trial["model_version"], trial["outputs"][0]["data"]) == (str(version), ["Chinstrap"])
+        serving = v2_penguin(client, "").json()
+        assert (serving["model_version"], serving["outputs"][0]["data"]) == ("1", ["Adelie"])
+        # The trial is the shadow's own answer, not a comparison: only the serving request was compared.
+        assert wait_for_shadow(client, "penguins", lambda s: s["shadow_requests_compared"] >= 1)
+        asyncio.run(runner(client).flush())
+        assert shadow_of(client, "penguins")["shadow_requests_compared"] == 1  # type: ignore[index]
+        # Its prediction id is logged with the shadow's version, so feedback can name it.
+        label = client.post(
+            f"/predictions/{trial['parameters']['prediction_ids'][0]}/feedback", json={"label": "Adelie"}, headers=AUTH
+        )
+        assert label.status_code == 201
+
+        assert client.delete("/models/penguins/shadow", headers=AUTH).status_code == 200
+        ended = v2_penguin(client, f"/versions/{version}")
+        assert ended.status_code == 404
+        assert f"POST /models/penguins/versions/{version}/shadow" in ended.json()["error"]
+
+
+def test_the_v2_protocol_runs_the_mnist_shadow_on_images_and_files(model_dir: Path) -> None:
+    version = add_mnist_copy(model_dir)
+    image = np.zeros((1, 28, 28), dtype=np.uint8)
+    image[0, 6:22, 13:15] = 255  # a one
+    with app(model_dir) as client:
+        assert client.post(f"/models/mnist/versions/{version}/shadow", headers=AUTH).status_code == 200
+        for inputs in (
+            [{"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "data": image.flatten().tolist()}],
+            [{"name": "image_file", "datatype": "BYTES", "shape": [1, 1], "data": [base64.b64encode(DIGIT).decode()]}],
+        ):
+            answers = {}
+            for path in ("", f"/versions/{version}"):
+                response = client.post(f"/v2/models/mnist{path}/infer", json={"inputs": inputs})
+                assert response.status_code == 200, response.text
+                answers[response.json()["model_version"]] = response.json()["outputs"][0]["data"]
+            assert answers["1"] == answers[str(version)]  # a copy of version 1: the same digit
+        unreadable = [
+            {"name": "image_file", "datatype": "BYTES", "shape": [1, 1], "data": [base64.b64encode(b"no").decode()]}
+        ]
+        refused = [
+            client.post(f"/v2/models/mnist{path}/infer", json={"inputs": unreadable})
+            for path in ("", f"/versions/{version}")
+        ]
+        assert [response.status_code for response in refused] == [415, 415]  # as the serving version refuses it
+        assert refused[0].json() == refused[1].json()

@@ -74,7 +74,7 @@ class IrisModel:
     def protocol_signature(self, serving: Serving) -> ModelSignature:
         """Served under /v2 too: rows of (sepal length, sepal width) -> species."""
 
-        async def predict(inputs: dict[str, Tensor]) -> Prediction:
+        async def predict(inputs: dict[str, Tensor], shadow: object) -> Prediction:
             served = serving.registry.serving(self.name, FlowerClassifier)
             species = np.empty(len(inputs["sepals"].data), dtype=object)
             species[:] = [served.predictor.predict(*row).encode() for row in inputs["sepals"].data.tolist()]

@@ -21,7 +21,11 @@ router = APIRouter(prefix=PREFIX, tags=["open inference protocol"])
 
 ModelName = Annotated[str, Path(description="The model: `penguins` or `mnist` (GET /models lists them).")]
 ModelVersion = Annotated[
-    str, Path(description="The serving version (GET /models); another one answers 404 with how to serve it.")
+    str,
+    Path(
+        description="The serving version, or the shadow's (GET /models): the shadow then answers alone. "
+        "Another version answers 404 with how to serve it."
+    ),
 ]
 
 
@@ -78,7 +82,7 @@ class InferenceResponse(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The request does not fit the model: datatype, shape, input name, row count; the message says which.",
-        404: "No such model, or the version named is not the one that serves (the message says how to serve it).",
+        404: "No such model, or the version named neither serves nor shadows (the message says how to serve it).",
         413: "The request body is over MAX_IMAGE_BYTES.",
         422: "An image file cannot be read.",
         503: "The model is not loaded yet, or the service is busy; see Retry-After.",

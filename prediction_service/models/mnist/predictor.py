@@ -18,7 +18,7 @@ from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.images import ImageLimits, decode_digit
 from prediction_service.models.registry import Registry
 from prediction_service.serving.batching import MicroBatcher
-from prediction_service.serving.messages import ImageUpload, Predict
+from prediction_service.serving.messages import ImageUpload, Predict, Reply
 from prediction_service.serving.model_process import ModelProcess
 
 DECODE_HERE_BYTES = 64 * 1024  # bigger files are decoded in this process, in a thread
@@ -73,17 +73,28 @@ class MnistPredictor:
 
     async def predict(self, data: bytes, name: str) -> DigitResult:
         """The digit in an uploaded file; a ServiceError (4xx) if the file is no usable image."""
+        return await self.submit(await self.upload_of(data, name))
+
+    async def submit(self, upload: ImageUpload) -> DigitResult:
+        """The serving version's digit for an upload, batched with the others."""
         self.check_available()
+        return await self.batcher.submit(upload)
+
+    async def upload_of(self, data: bytes, name: str) -> ImageUpload:
+        """An uploaded file as the model's process takes it: small ones as they are, big ones decoded here."""
         if len(data) <= DECODE_HERE_BYTES:
-            return await self.batcher.submit(ImageUpload(name, data=data))
+            return ImageUpload(name, data=data)
         async with self._big_decodes:
             image = await asyncio.to_thread(decode_digit, data, self.limits, name)
-        return await self.batcher.submit(ImageUpload(name, image=image))
+        return ImageUpload(name, image=image)
 
-    async def predict_array(self, image: np.ndarray, name: str) -> DigitResult:
-        """The digit in a 28x28 uint8 image already in the model's form (MNIST-style); no decoding."""
-        self.check_available()
-        return await self.batcher.submit(ImageUpload(name, image=image))
+    async def predict_with(
+        self, version: MnistVersion, uploads: list[ImageUpload]
+    ) -> list[DigitResult | BaseException]:
+        """A version's results for these uploads, computed now in one call, outside the live batches (a request
+        addressed to the shadow version)."""
+        reply = await self.model_process.call(Predict(version.version, str(version.onnx_path), uploads))
+        return _results(version, reply)
 
     async def answers_when_idle(self, version: MnistVersion, inputs: list[bytes | np.ndarray]) -> list[str]:
         """A version's digits for uploaded files or 28x28 images, computed when no live batch waits (the shadow).
@@ -98,12 +109,10 @@ class MnistPredictor:
                 ImageUpload("an image", image=item) if isinstance(item, np.ndarray) else ImageUpload("a file", item)
                 for item in inputs[start : start + IDLE_CALL]
             ]
-            reply = await self.model_process.call(Predict(version.version, str(version.onnx_path), uploads))
-            assert reply.outcomes is not None
-            for outcome in reply.outcomes:
+            for outcome in await self.predict_with(version, uploads):
                 if isinstance(outcome, BaseException):
                     raise outcome
-                digits.append(str(_digit(outcome.probabilities)))
+                digits.append(str(outcome.digit))
         return digits
 
     def _observe_batch(self, size: int) -> None:
@@ -116,15 +125,19 @@ class MnistPredictor:
             await asyncio.to_thread(self.registry.refresh_model, MNIST)
         model = self.registry.serving(MNIST, MnistVersion).predictor
         reply = await self.model_process.call(Predict(model.version, str(model.onnx_path), uploads))
-        assert reply.outcomes is not None
-        results: list[DigitResult | BaseException] = []
-        for outcome in reply.outcomes:
-            if isinstance(outcome, BaseException):
-                results.append(outcome)
-            else:
-                rounded = [round(p, 6) for p in outcome.probabilities]
-                results.append(DigitResult(_digit(outcome.probabilities), rounded, model.version, outcome.image))
-        return results
+        return _results(model, reply)
+
+
+def _results(version: MnistVersion, reply: Reply) -> list[DigitResult | BaseException]:
+    assert reply.outcomes is not None
+    results: list[DigitResult | BaseException] = []
+    for outcome in reply.outcomes:
+        if isinstance(outcome, BaseException):
+            results.append(outcome)
+        else:
+            rounded = [round(p, 6) for p in outcome.probabilities]
+            results.append(DigitResult(_digit(outcome.probabilities), rounded, version.version, outcome.image))
+    return results
 
 
 def _digit(probabilities: list[float]) -> int:

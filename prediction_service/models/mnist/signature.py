@@ -10,6 +10,7 @@ micro-batching and the model's process as the other mnist routes.
 import asyncio
 import base64
 import binascii
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,10 @@ from prediction_service.core import metrics
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
 from prediction_service.inference_protocol.tensors import Tensor
+from prediction_service.models.interface import ServedModel
 from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.predictor import DigitResult, MnistPredictor
+from prediction_service.serving.messages import ImageUpload
 from prediction_service.serving.prediction_recorder import PredictionRecorder
 from prediction_service.serving.shadow import ShadowRunner
 
@@ -32,20 +35,27 @@ INPUTS = (
 OUTPUTS = (TensorSpec("digit", "INT64", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 10)))
 
 
-def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder, shadow: ShadowRunner) -> ModelSignature:
-    async def predict(inputs: dict[str, Tensor]) -> Prediction:
+def protocol_signature(
+    digits: MnistPredictor, recorder: PredictionRecorder, shadow_runner: ShadowRunner
+) -> ModelSignature:
+    async def predict(inputs: dict[str, Tensor], shadow: ServedModel[Any] | None) -> Prediction:
         if (IMAGE in inputs) == (IMAGE_FILE in inputs):
             raise BadRequest(
                 f"send exactly one of the inputs {IMAGE!r} (28x28 UINT8 0-255 or FP32 0-1, a light digit on black) "
                 f"and {IMAGE_FILE!r} (encoded image files)"
             )
         if IMAGE in inputs:
-            images = list(_pixels(inputs[IMAGE]))
-            pending = [digits.predict_array(image, f"{IMAGE}[{row}]") for row, image in enumerate(images)]
+            uploads = [ImageUpload(f"{IMAGE}[{row}]", image=image) for row, image in enumerate(_pixels(inputs[IMAGE]))]
         else:
-            files = _files(inputs[IMAGE_FILE])
-            pending = [digits.predict(data, f"{IMAGE_FILE}[{row}]") for row, data in enumerate(files)]
-        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            files = enumerate(_files(inputs[IMAGE_FILE]))
+            uploads = list(
+                await asyncio.gather(*(digits.upload_of(data, f"{IMAGE_FILE}[{row}]") for row, data in files))
+            )
+        outcomes: list[DigitResult | BaseException]
+        if shadow is None:
+            outcomes = await asyncio.gather(*(digits.submit(upload) for upload in uploads), return_exceptions=True)
+        else:  # the shadow's trial: answered by it alone, in one call
+            outcomes = await digits.predict_with(shadow.predictor, uploads)
         results: list[DigitResult] = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -56,7 +66,8 @@ def protocol_signature(digits: MnistPredictor, recorder: PredictionRecorder, sha
             metrics.count_prediction(MNIST, result.model_version, result.digit)
             prediction_id = recorder.record(MNIST, result.model_version, str(result.digit), result.image)
             ids.append(prediction_id)
-            shadow.offer(MNIST, prediction_id, result.image, str(result.digit))
+            if shadow is None:  # a request to the shadow itself is its trial, not a comparison
+                shadow_runner.offer(MNIST, prediction_id, result.image, str(result.digit))
         digit = np.array([result.digit for result in results], dtype=np.int64)
         # float64 until encoded (as FP32): JSON then shows the rounded values, without float32 noise.
         probabilities = np.array([result.probabilities for result in results], dtype=np.float64)

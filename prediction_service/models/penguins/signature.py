@@ -1,6 +1,7 @@
 """The penguin model in the protocol: rows of (bill length, flipper length) -> species and probabilities."""
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -8,6 +9,7 @@ from prediction_service.core import metrics
 from prediction_service.inference_protocol.errors import BadRequest
 from prediction_service.inference_protocol.signature import BATCH, ModelSignature, Prediction, TensorSpec
 from prediction_service.inference_protocol.tensors import Tensor
+from prediction_service.models.interface import ServedModel
 from prediction_service.models.penguins import PENGUINS
 from prediction_service.models.penguins.knn import PenguinClassifier
 from prediction_service.models.registry import Registry
@@ -19,13 +21,13 @@ INPUTS = (TensorSpec(INPUT, "FP32", (BATCH, 2)),)
 OUTPUTS = (TensorSpec("species", "BYTES", (BATCH,)), TensorSpec("probabilities", "FP32", (BATCH, 3)))
 
 
-def protocol_signature(registry: Registry, recorder: PredictionRecorder, shadow: ShadowRunner) -> ModelSignature:
-    async def predict(inputs: dict[str, Tensor]) -> Prediction:
+def protocol_signature(registry: Registry, recorder: PredictionRecorder, shadow_runner: ShadowRunner) -> ModelSignature:
+    async def predict(inputs: dict[str, Tensor], shadow: ServedModel[Any] | None) -> Prediction:
         # Plain floats: for the usual one or few rows, cheaper than NumPy's per-call overhead.
         rows = [(bill, flipper) for bill, flipper in inputs[INPUT].data.tolist()]
         if not all(math.isfinite(value) and value > 0 for row in rows for value in row):
             raise BadRequest(f"input {INPUT!r}: lengths in millimetres must be finite numbers greater than 0")
-        served = registry.serving(PENGUINS, PenguinClassifier)
+        served = registry.serving(PENGUINS, PenguinClassifier) if shadow is None else shadow
         # The same predict paths as GET and POST /predict: the single-row one is ~10x cheaper.
         predictor = served.predictor
         predictions = [predictor.predict(*rows[0])] if len(rows) == 1 else predictor.predict_many(rows)
@@ -38,7 +40,8 @@ def protocol_signature(registry: Registry, recorder: PredictionRecorder, shadow:
             metrics.count_prediction(PENGUINS, served.version, prediction.species)
             prediction_id = recorder.record(PENGUINS, served.version, prediction.species, row)
             ids.append(prediction_id)
-            shadow.offer(PENGUINS, prediction_id, row, prediction.species)
+            if shadow is None:  # a request to the shadow itself is its trial, not a comparison
+                shadow_runner.offer(PENGUINS, prediction_id, row, prediction.species)
         return Prediction(
             [Tensor("species", "BYTES", species), Tensor("probabilities", "FP32", probabilities)], served.version, ids
         )
