@@ -26,6 +26,9 @@ PORT=${CONTAINER_PORT:-18080}
 TOKEN=container-check-token
 LIMITS=(--ulimit nofile=4096:4096 --ulimit nproc=4096:4096)
 RUN=(podman --runtime runc run "${LIMITS[@]}")
+ONCE=("${RUN[@]}" --rm --no-healthcheck)
+# Healthchecks run on demand here (`podman healthcheck run`): podman's timers for them need systemd.
+quiet_timers() { grep -v "systemd connection" >&2 || true; }
 checked=$(date +%s)
 
 echo "== hadolint"
@@ -45,7 +48,8 @@ if [ -n "$build_base" ]; then
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-    bookworm "$rootfs" http://deb.debian.org/debian
+    bookworm "$rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -30 "$WORK/debootstrap.log"; echo "debootstrap failed"; exit 1; }
   # Like python:3.11-slim (on debian:bookworm-slim): `python` on the PATH; no package lists or downloaded
   # packages, documentation, manual pages or translations.
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
@@ -85,15 +89,17 @@ no_training='import importlib.util, sys
 found = [name for name in ("tensorflow", "keras", "tf2onnx", "onnx", "pip") if importlib.util.find_spec(name)]
 print("installed:", found or "none of tensorflow, keras, tf2onnx, onnx, pip")
 sys.exit(1 if found else 0)'
-"${RUN[@]}" --rm --network none "$SERVING" python -c "$no_training" \
+"${ONCE[@]}" --network none "$SERVING" python -c "$no_training" \
   || { echo "the serving image has training libraries (or pip)"; exit 1; }
-"${RUN[@]}" --rm --network none "$SERVING" sh -c 'test "$RUN_TRAINING" = false' \
+"${ONCE[@]}" --network none "$SERVING" sh -c 'test "$RUN_TRAINING" = false' \
   || { echo "the serving image does not set RUN_TRAINING=false"; exit 1; }
-"${RUN[@]}" --rm --network none "$WORKER" python -c 'import keras, tf2onnx; print("worker: keras", keras.__version__)'
+"${ONCE[@]}" --network none "$WORKER" python -c 'import keras, tf2onnx; print("worker: keras", keras.__version__)'
 
 cleanup() {
   podman logs "$CONTAINER" 2>&1 | tail -20 || true
-  podman rm -f -t 0 "$CONTAINER" "$WORKER_CONTAINER" >/dev/null 2>&1 || true
+  for container in "$CONTAINER" "$WORKER_CONTAINER"; do
+    podman rm -f -t 0 "$container" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
@@ -102,7 +108,7 @@ rm -rf "$STORE"
 mkdir -p "$STORE"
 chown 10001:10001 "$STORE"
 started=$(date +%s)
-"${RUN[@]}" --rm --network none -v "$STORE:/app/model_store" \
+"${ONCE[@]}" --network none -v "$STORE:/app/model_store" \
   -e MNIST_DATA=/app/data/mnist-sample.npz -e MNIST_EPOCHS="${MNIST_EPOCHS:-3}" \
   "$WORKER" python -m prediction_service train
 trained=$(date +%s)
@@ -115,13 +121,13 @@ health=$(podman image inspect "$WORKER" --format '{{.Config.Healthcheck.Test}}')
 case "$health" in *"prediction_service versions"*) ;; *) echo "no HEALTHCHECK on the worker: $health"; exit 1 ;; esac
 # Its own command until `worker` exists in this build; then the image's.
 worker_command=()
-commands=$("${RUN[@]}" --rm --network none "$WORKER" python -m prediction_service --help)
+commands=$("${ONCE[@]}" --network none "$WORKER" python -m prediction_service --help)
 if ! grep -qw worker <<<"$commands"; then
   worker_command=(python -c 'import time; time.sleep(600)')
   echo "(no \`worker\` command in this build: the container idles while its healthcheck runs)"
 fi
 "${RUN[@]}" -d --name "$WORKER_CONTAINER" --network none -v "$STORE:/app/model_store" \
-  "$WORKER" "${worker_command[@]}" >/dev/null
+  "$WORKER" "${worker_command[@]}" >/dev/null 2> >(quiet_timers)
 podman healthcheck run "$WORKER_CONTAINER" 2>/dev/null || { echo "the worker is unhealthy"; exit 1; }
 echo "worker healthy: $(podman exec "$WORKER_CONTAINER" python -m prediction_service versions | grep -c '^ \*') serving versions seen"
 # ... and unhealthy where it cannot read the store.
@@ -132,19 +138,22 @@ if podman healthcheck run "$WORKER_CONTAINER" >/dev/null 2>&1; then
   exit 1
 fi
 chmod 755 "$STORE/mnist"
-podman rm -f -t 0 "$WORKER_CONTAINER" >/dev/null
+podman rm -f -t 0 "$WORKER_CONTAINER" >/dev/null 2> >(quiet_timers)
 echo "worker unhealthy with an unreadable store, as it should be"
 
 echo "== the serving image serves that store"
-podman rm -f "$CONTAINER" >/dev/null 2>&1 || true
+podman rm -f -t 0 "$CONTAINER" >/dev/null 2>&1 || true
 started=$(date +%s)
 "${RUN[@]}" -d --name "$CONTAINER" --network host -v "$STORE:/app/model_store" \
-  -e PORT="$PORT" -e WORKERS=2 -e ADMIN_TOKEN="$TOKEN" "$SERVING" >/dev/null
+  -e PORT="$PORT" -e WORKERS=2 -e ADMIN_TOKEN="$TOKEN" "$SERVING" >/dev/null 2> >(quiet_timers)
 url="http://127.0.0.1:$PORT"
-for _ in $(seq 1 120); do
-  if curl -fsS "$url/health/ready" >/dev/null 2>&1; then break; fi
+# Up to 5 min: on 2 cores shared with other work, loading both models in two workers has taken 65 s.
+ready=""
+for _ in $(seq 1 600); do
+  if curl -fsS "$url/health/ready" >/dev/null 2>&1; then ready=yes; break; fi
   sleep 0.5
 done
+[ -n "$ready" ] || { echo "not ready $(( $(date +%s) - started )) s after start"; exit 1; }
 echo "ready $(( $(date +%s) - started )) s after start"
 
 echo "== checks from outside"
