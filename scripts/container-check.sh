@@ -93,6 +93,13 @@ sys.exit(1 if found else 0)'
   || { echo "the serving image has training libraries (or pip)"; exit 1; }
 "${ONCE[@]}" --network none "$SERVING" sh -c 'test "$RUN_TRAINING" = false' \
   || { echo "the serving image does not set RUN_TRAINING=false"; exit 1; }
+# What needs TensorFlow says so there, with the fix.
+if refusal=$("${ONCE[@]}" --network none -e MODEL_DIR=/tmp/store "$SERVING" python -m prediction_service train mnist 2>&1); then
+  echo "the serving image trained mnist"; exit 1
+fi
+grep -q "training needs TensorFlow (Keras), which is not installed here" <<<"$refusal" \
+  || { echo "$refusal"; echo "training in the serving image failed without saying why"; exit 1; }
+grep "^mnist:" <<<"$refusal"
 "${ONCE[@]}" --network none "$WORKER" python -c 'import keras, tf2onnx; print("worker: keras", keras.__version__)'
 
 cleanup() {
