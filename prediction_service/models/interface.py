@@ -34,6 +34,18 @@ class Unavailable(ModelUnavailable):
         self.fix = fix
 
 
+class TrainingLibrariesMissing(Unavailable):
+    """Training needs a library this install leaves out: the serving image has requirements-serving.txt only."""
+
+    def __init__(self, model: str, library: str) -> None:
+        super().__init__(
+            model,
+            f"training needs {library}, which is not installed here (the serving image leaves training out)",
+            "train where requirements.txt is installed: the worker image (python -m prediction_service worker, "
+            "or train for a first version)",
+        )
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     """How a model is doing: loading, training, ready, unavailable or failed (then why, and the fix)."""

@@ -6,11 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from prediction_service.models.interface import TrainingLibrariesMissing
+from prediction_service.models.mnist import MNIST
 from prediction_service.models.mnist.onnx_runtime import ONNX_ARTIFACT, as_model_input
+
+try:
+    import keras
+except ImportError as error:  # the serving image: this module is imported only where training happens
+    raise TrainingLibrariesMissing(MNIST, "TensorFlow (Keras)") from error
 
 log = logging.getLogger(__name__)
 

@@ -74,6 +74,8 @@ class MnistRetrainingRecipe:
         }
 
     def set_up_process(self, threads: int) -> None:
+        from prediction_service.models.mnist import cnn  # noqa: F401  (first: where TensorFlow is missing, says so)
+
         tf_runtime.limit_threads(threads, 1)
 
     def holdout(self, store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
