@@ -82,7 +82,8 @@ def start_server(
     if command == "fastapi":
         args = [sys.executable, "-m", "fastapi", "run", "main.py", "--port", str(port), "--workers", str(workers)]
     else:
-        args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        # asyncio's own loop, named: fastapi-cli installs uvloop, which uvicorn would otherwise pick (see README).
+        args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--loop", "asyncio"]
         args += ["--workers", str(workers)]
     return launch([*args, *options], f"http://127.0.0.1:{port}", env, log, cwd, name)
 
