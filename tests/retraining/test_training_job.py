@@ -35,7 +35,7 @@ def queue_penguin_job(model_dir: Path) -> Job:
     jobs = JobStore(model_dir / "jobs.sqlite3")
     upload = {"id": JOB_ID, "rows": len(rows.labels), "layout": "csv", "label_counts": rows.label_counts()}
     jobs.create(JOB_ID, "penguins", upload, training_params(make_settings(model_dir), "penguins"))
-    job = jobs.claim_next()
+    job = jobs.claim_next("a worker", 60)
     assert job is not None
     return job
 

@@ -20,6 +20,8 @@ from prediction_service.storage.jobs import (
     new_job_id,
 )
 
+OWNER = "a worker"
+
 
 def make_job(store: JobStore) -> str:
     job_id = new_job_id()
@@ -31,7 +33,7 @@ def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -
     store = JobStore(tmp_path / "jobs.sqlite3")
     first, second = make_job(store), make_job(store)
     assert [job.id for job in store.recent()] == [second, first]
-    claimed = store.claim_next()
+    claimed = store.claim_next(OWNER, 60)
     assert claimed is not None
     assert (claimed.id, claimed.status, claimed.attempts) == (first, RUNNING, 1)
     assert store.get(second).status == QUEUED
@@ -40,7 +42,7 @@ def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -
 def test_progress_history_and_outcome(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
     job_id = make_job(store)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.set_progress(job_id, {"stage": "training", "epoch": 1}, {"epoch": 1, "loss": 0.5})
     store.set_progress(job_id, {"stage": "training", "epoch": 2}, {"epoch": 2, "loss": 0.4})
     job = store.get(job_id)
@@ -62,10 +64,10 @@ def test_only_failed_or_interrupted_jobs_can_be_retried(tmp_path: Path) -> None:
     job_id = make_job(store)
     with pytest.raises(Conflict, match="only failed or interrupted"):
         store.retry(job_id)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(job_id, INTERRUPTED, error="server stopped")
     assert store.retry(job_id).status == QUEUED
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(job_id, FAILED, error="boom")
     assert store.retry(job_id).status == QUEUED
     with pytest.raises(NotFound):
@@ -98,7 +100,7 @@ def test_one_automatic_job_per_model_at_a_time(tmp_path: Path) -> None:
     # The first still waits: refused too, even for a caller that saw it.
     assert store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10) is None
     assert store.create_automatic(new_job_id(), "penguins", {"examples_watermark": 3}, {}, last_watermark=0)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(first.id, FAILED)
     second = store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10)
     assert second is not None
@@ -130,7 +132,7 @@ def test_processes_racing_to_create_the_automatic_job_create_one(tmp_path: Path)
         assert len(created) == 4
         assert len(winners) == 1, created
         store = JobStore(path)
-        claimed = store.claim_next()
+        claimed = store.claim_next(OWNER, 60)
         assert claimed is not None
         assert claimed.id == winners[0].id
         store.finish(winners[0].id, REJECTED)
