@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -195,7 +196,8 @@ class JobRunner:
         # Its verdict, or (ended before it recorded one: a stop, a crash, the OOM killer) what it stored: the end
         # may come after it published.
         verdict = await asyncio.to_thread(self._stored_verdict, job)
-        if verdict is None and self._stopping:
+        # Stopped (by this process's stop, or a SIGTERM to the whole process group) rather than failed.
+        if verdict is None and (self._stopping or exit_code in (-signal.SIGTERM, -signal.SIGINT)):
             await asyncio.to_thread(self.jobs.release, job.id, self.owner)
             log.info("job %s: back in the queue (this process stops)", job.id)
             return None
