@@ -158,15 +158,19 @@ class JobRunner:
             loop.call_soon_threadsafe(self._lease_lost)
 
         while not self._stopping:
-            job = await asyncio.to_thread(self.jobs.claim_next, self.owner, lease_seconds)
-            if job is None:
+            try:
+                job = await asyncio.to_thread(self.jobs.claim_next, self.owner, lease_seconds)
+                if job is None:
+                    return
+                with lease.LeaseKeeper(self.jobs, job.id, self.owner, lease_seconds, lease_lost) as keeper:
+                    settlement = await asyncio.to_thread(self._expired_run_settlement, job)
+                    if settlement is None:
+                        settlement = await self._train(job)
+                    if settlement is not None and not keeper.lost:
+                        await self._end(job, settlement)
+            except Exception:  # e.g. the database is away: a job it held is left to its lease
+                log.exception("running retraining jobs failed; the next look at the queue tries again")
                 return
-            with lease.LeaseKeeper(self.jobs, job.id, self.owner, lease_seconds, lease_lost) as keeper:
-                settlement = await asyncio.to_thread(self._expired_run_settlement, job)
-                if settlement is None:
-                    settlement = await self._train(job)
-                if settlement is not None and not keeper.lost:
-                    await self._end(job, settlement)
 
     def _lease_lost(self) -> None:
         if self._process is not None and self._process.returncode is None:
