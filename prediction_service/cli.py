@@ -1,6 +1,7 @@
 """Command line for the work that should not happen at request time.
 
     python -m prediction_service train            train missing first versions into MODEL_DIR
+    python -m prediction_service worker           run retraining jobs (no HTTP) until SIGTERM
     python -m prediction_service versions         list every model's versions
     python -m prediction_service activate mnist 2 make version 2 serve (running servers follow)
     python -m prediction_service token            print the admin token (generating it if needed)
@@ -9,6 +10,7 @@ Settings come from the environment and `.env`, as for the server (MODEL_DIR, MNI
 """
 
 import argparse
+import asyncio
 import sys
 
 from prediction_service.core import logs
@@ -32,6 +34,13 @@ def train(args: argparse.Namespace) -> int:
         version = status.serving_version
         print(f"{name}: {status.state}" + (f", version {version} serves" if version else f" ({status.reason})"))
     return 0 if registry.ready() else 1
+
+
+def worker(args: argparse.Namespace) -> int:
+    from prediction_service.services import Worker  # the service's parts: only this command needs them
+
+    asyncio.run(Worker(get_settings()).run())
+    return 0
 
 
 def versions(args: argparse.Namespace) -> int:
@@ -88,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     train_command = commands.add_parser("train", help="train the first version of models that have none")
     train_command.add_argument("model", nargs="*", help=some_models)
     train_command.set_defaults(run=train)
+    worker_command = commands.add_parser(
+        "worker", help="run retraining jobs that API replicas (RUN_TRAINING=false) queue; SIGTERM stops it"
+    )
+    worker_command.set_defaults(run=worker)
     versions_command = commands.add_parser("versions", help="list versions; * marks the serving one")
     versions_command.add_argument("model", nargs="*", help=some_models)
     versions_command.set_defaults(run=versions)

@@ -6,6 +6,7 @@ accepts uploads and runs the jobs that make new versions. Each part has its own 
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -45,7 +46,9 @@ class Serving:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.model_process = ModelProcess(settings)
         models = build_models(ModelContext(settings, self.model_process))
-        self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
+        self.registry = Registry(
+            store, models, after_swap=memory.freeze_long_lived, train_first_versions=settings.run_training
+        )
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
         self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
         self.recorder = PredictionRecorder(self.prediction_log)
@@ -114,15 +117,14 @@ class Retraining:
         await asyncio.to_thread(self.decode_pool.start)
 
     async def recover(self) -> None:
-        """Settle the jobs of a process that died (blocking I/O, in a thread)."""
-        interrupted = await asyncio.to_thread(self.runner.recover)
-        if interrupted:
-            log.warning("jobs interrupted by the last stop: %s (POST /jobs/{id}/retry)", ", ".join(interrupted))
+        """End the leases of this host's dead processes, clear what they half-wrote (blocking I/O, in a thread)."""
+        ended = await asyncio.to_thread(self.runner.recover)
+        if ended:
+            log.warning("jobs whose process is gone run again: %s", ", ".join(ended))
 
     async def resume(self) -> None:
-        """Run the jobs still queued (once the models serve: a job's outcome swaps them)."""
-        if await asyncio.to_thread(self.jobs.has_queued):
-            await self.runner.kick()
+        """Run the jobs that wait (once the models serve: a job's outcome swaps them), with RUN_TRAINING."""
+        self.runner.start()
         await self.automatic.start()
 
     async def stop(self) -> None:
@@ -188,3 +190,32 @@ class Services:
                 await self.serving.refresh()
             except Exception:
                 log.exception("checking for new serving versions failed; will retry")
+
+
+class Worker:
+    """`python -m prediction_service worker`: retraining without HTTP. It trains missing first versions (as
+    `train` does), then runs the jobs that any process queued, whatever RUN_TRAINING says (that setting is for
+    API replicas), until SIGTERM or SIGINT; the job it holds then goes back to the queue."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings = settings.model_copy(update={"run_training": True})
+        store = ModelStore(settings.model_dir)
+        # No model process: the registry here only trains first versions and knows the serving versions' labels.
+        self.registry = Registry(store, build_models(ModelContext(settings)))
+        self.retraining = Retraining(settings, store, on_outcome=self._refresh, labels=self.registry.labels)
+
+    async def _refresh(self) -> None:
+        await asyncio.to_thread(self.registry.refresh)
+
+    async def run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signal_number, stop.set)
+        await asyncio.to_thread(self.registry.start)
+        await self.retraining.recover()
+        await self.retraining.resume()
+        log.info("worker %s runs retraining jobs", self.retraining.runner.owner)
+        await stop.wait()
+        log.info("worker %s stopping", self.retraining.runner.owner)
+        await self.retraining.stop()

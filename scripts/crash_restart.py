@@ -14,8 +14,8 @@ After every kill and restart:
 - the serving version is the newest published one (never older than one seen serving before),
   it loads (predictions report it), and every stored version matches its manifest;
 - no partial version folder or half-received upload is left;
-- every job is final or `interrupted` (queued ones run after the restart), and every upload that
-  was answered 202 still has its dataset on disk;
+- a job the kill interrupted runs again after the restart (its lease's owner is gone) and every job
+  ends, no version is published twice, and every upload that was answered 202 still has its dataset on disk;
 - after a kill of the server's pid alone, no process of its group lives on.
 Uses the bundled data/mnist-sample.npz. Prints the count of kills survived; exits 1 on a violation.
 """

@@ -3,6 +3,7 @@
 import io
 import os
 import shutil
+import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import build_models
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
+from prediction_service.retraining.lease import worker_id
 from prediction_service.storage.versions import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +114,11 @@ def wait_for_job(client: TestClient, job_id: str, timeout: float = 120.0) -> dic
 def running_in_ci() -> bool:
     """Any truthy CI (`true`, `1`, `yes`, as CI systems set it): a missing tool then fails, never skips."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def dead_process_owner() -> str:
+    """The lease owner id of a process of this host that has exited, as a SIGKILL leaves it."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    host, _, nonce = worker_id().rsplit(":", 2)
+    return f"{host}:{child.pid}:{nonce}"

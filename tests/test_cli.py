@@ -26,7 +26,7 @@ def cli(*args: str, model_dir: Path, **env: str) -> subprocess.CompletedProcess[
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = cli("--help", model_dir=tmp_path)
     assert result.returncode == 0
-    for command in ("train", "versions", "activate", "token"):
+    for command in ("train", "worker", "versions", "activate", "token"):
         assert command in result.stdout
 
 

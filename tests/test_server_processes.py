@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from conftest import AUTH, MNIST_SMALL, SAMPLES, TOKEN
 from servers import process_group, running_server
 
+from prediction_service.storage.jobs import JobStore
 from prediction_service.storage.versions import ModelStore
 
 pytestmark = pytest.mark.e2e
@@ -144,13 +146,26 @@ def test_a_sigkill_of_the_server_alone_during_training_loses_nothing(tmp_path: P
     assert json.loads((model_dir / "mnist" / "serving.json").read_text())["version"] == 1
 
     with running_server(env, tmp_path / "restart.log") as server:
-        job = httpx.get(f"{server.url}/jobs/{job_id}").json()
-        assert job["status"] == "interrupted"
+        # Its lease's owner is gone from this host: the restart runs it again at once, not at the lease's expiry.
+        job = wait_for_status(server.url, job_id, lambda job: job["attempts"] == 2)
+        assert job["status"] == "running"
         assert (model_dir / "uploads" / job_id / "dataset.npz").is_file()
         assert httpx.get(f"{server.url}/").json()["models"]["mnist"]["serving_version"] == 1
         assert not [p for p in (model_dir / "mnist").iterdir() if p.name.startswith(".tmp")]
         pointer = json.loads((model_dir / "mnist" / "serving.json").read_text())
         assert pointer["version"] == 1
+    # A graceful stop gives the job back to the queue, that run uncounted, for the next process that runs jobs.
+    released = JobStore(model_dir / "jobs.sqlite3").get(job_id)
+    assert (released.status, released.attempts) == ("queued", 1)
+    assert processes_running(job_id) == []
+
+
+def wait_for_status(url: str, job_id: str, condition: Callable[[dict], bool], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not condition(job := httpx.get(f"{url}/jobs/{job_id}").json()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert condition(job), job
+    return job
 
 
 def test_helper_processes_end_when_the_server_is_killed_alone(tmp_path: Path, trained_store: Path) -> None:

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     training_threads: int = Field(1, ge=1, description="TensorFlow threads of a retraining job.")
     training_niceness: int = Field(10, ge=0, le=19, description="OS priority drop of a retraining job.")
     decode_processes: int = Field(2, ge=0, le=32, description="Processes decoding uploaded zips; 0: in-process.")
+    run_training: bool = Field(True, description="This process runs training jobs; false: it only queues them.")
+    job_lease_seconds: float = Field(
+        30.0, gt=0, description="Seconds of a training job's lease: renewed as it runs; expired: retried."
+    )
 
     # Input limits
     max_image_bytes: int = Field(10 * MIB, ge=1)

@@ -32,9 +32,16 @@ class NoUsableVersion(Exception):
 
 class Registry:
     def __init__(
-        self, store: ModelStore, models: list[Model[Any]], after_swap: Callable[[], None] | None = None
+        self,
+        store: ModelStore,
+        models: list[Model[Any]],
+        after_swap: Callable[[], None] | None = None,
+        train_first_versions: bool = True,
     ) -> None:
+        """`train_first_versions` False (RUN_TRAINING=false): a model without a version waits for one that
+        another process publishes (`python -m prediction_service train`, a worker) instead of training it."""
         self.store = store
+        self.train_first_versions = train_first_versions
         self._after_swap = after_swap or (lambda: None)
         self.models = {model.name: model for model in models}
         self._served: dict[str, ServedModel[Any]] = {}
@@ -119,6 +126,13 @@ class Registry:
     def _ensure_first_version(self, model: Model[Any]) -> None:
         if self.store.serving(model.name) is not None:
             return
+        if not self.train_first_versions:
+            raise Unavailable(
+                model.name,
+                "it has no version yet, and this process does not train (RUN_TRAINING=false)",
+                "run `python -m prediction_service train` (or start `python -m prediction_service worker`) with the "
+                "same store; this process serves the version as soon as it is published",
+            )
         # One process trains; the others wait here, then find the pointer set.
         with self.store.lock(model.name, "first-training"):
             if self.store.serving(model.name) is not None:
@@ -168,8 +182,11 @@ class Registry:
             self.refresh_shadow(name)
 
     def pointer_changed(self, name: str) -> bool:
-        """Whether the store names another serving version than the one loaded here (a stat)."""
-        return self._status[name].state == "ready" and self.store.pointer_stamp(name) != self._stamps.get(name)
+        """Whether the store names another serving version than the one loaded here (a stat); also for a model
+        that waits for its first version (unavailable, nothing loaded)."""
+        state = self._status[name].state
+        waiting = state == "unavailable" and name not in self._served
+        return (state == "ready" or waiting) and self.store.pointer_stamp(name) != self._stamps.get(name)
 
     def refresh_model(self, name: str) -> None:
         """Load the version the pointer names, if it changed since the last look (a stat otherwise)."""

@@ -1,12 +1,14 @@
 """The retraining job, run in its own process at low priority:
 
     python -m prediction_service.retraining.training_job MODEL_DIR JOB_ID [--threads N] [--niceness N]
+        [--lease-owner OWNER]
 
 It fine-tunes a fresh copy of the serving version (never the object that serves)
 on the job's uploaded data plus a replay sample of what that version learned
 from (so it does not forget the classes the upload lacks), scores it on the
 model's fixed hold-out set, stores it as a new version, and makes it serve only
-if it passes the gate. A candidate that the model itself refuses (e.g. its fast
+if it passes the gate (only while its runner holds the job's lease: the verdict and the
+publication are one step with that check). A candidate that the model itself refuses (e.g. its fast
 path would answer otherwise than what it learned) is rejected and not stored.
 What the model needs for this is its `retraining` (models.interface), which also
 bounds its threads: only the digit model's jobs load TensorFlow. Progress goes
@@ -14,9 +16,11 @@ to the job record after every epoch.
 """
 
 import argparse
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,16 @@ from prediction_service.core.provenance import library_versions
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
-from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result, job_result_of
+from prediction_service.storage.jobs import (
+    FAILED,
+    REJECTED,
+    SUCCEEDED,
+    Job,
+    JobStore,
+    LeaseLost,
+    job_result,
+    job_result_of,
+)
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
@@ -36,8 +49,15 @@ log = logging.getLogger("prediction_service.retraining.training_job")
 
 
 def retrain(
-    store: ModelStore, jobs: JobStore, uploads: UploadStore, job: Job, retraining: RetrainingRecipe
+    store: ModelStore,
+    jobs: JobStore,
+    uploads: UploadStore,
+    job: Job,
+    retraining: RetrainingRecipe,
+    lease_owner: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """Train, gate, store and (if it passed) publish a candidate, and record the verdict; raises LeaseLost (and
+    publishes nothing) if `lease_owner` no longer holds the job."""
     params = job.params
     unit = retraining.unit
     epochs = params.get("epochs")  # None: a model that does not train in epochs
@@ -114,12 +134,17 @@ def retrain(
     parent_classes = parent.manifest.get("classes")
     if parent_classes is not None:  # what the labels mean (the indices of the parent's classes)
         manifest["classes"] = parent_classes
+    publish: Callable[[], Any] | None = None
     if refusal is not None:  # never stored: activating it by hand would serve what it refuses
-        return REJECTED, {**job_result_of(manifest, None, False), "refused": refusal}
-    stored = store.add_version(job.model, candidate.save, manifest)
-    if passed:
-        store.set_serving(job.model, stored.version)
-    return (SUCCEEDED if passed else REJECTED), job_result(stored, passed)
+        status, result = REJECTED, {**job_result_of(manifest, None, False), "refused": refusal}
+    else:
+        stored = store.add_version(job.model, candidate.save, manifest)
+        status, result = (SUCCEEDED if passed else REJECTED), job_result(stored, passed)
+        if passed:
+            publish = functools.partial(store.set_serving, job.model, stored.version)
+    if not jobs.record_outcome(job.id, status, result, None, owner=lease_owner, publish=publish):
+        raise LeaseLost(f"job {job.id}: the lease expired before the verdict; another worker runs the job")
+    return status, result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("job_id")
     parser.add_argument("--niceness", type=int, default=10)
+    parser.add_argument("--lease-owner", default=None, help="publish only while this owner holds the job's lease")
     args = child_arguments(parser).parse_args(argv)
 
     set_up_child(args)
@@ -143,12 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         if retraining is None:
             raise RuntimeError(f"{job.model} cannot be retrained")
         retraining.set_up_process(args.threads)
-        status, result = retrain(store, jobs, uploads, job, retraining)
+        status, result = retrain(store, jobs, uploads, job, retraining, args.lease_owner)
+    except LeaseLost as error:
+        log.warning("%s", error)
+        return 1
     except Exception as error:
         log.exception("job %s failed", job.id)
-        jobs.record_outcome(job.id, FAILED, None, f"{type(error).__name__}: {getattr(error, 'detail', error)}")
+        why = f"{type(error).__name__}: {getattr(error, 'detail', error)}"
+        jobs.record_outcome(job.id, FAILED, None, why, owner=args.lease_owner)
         return 1
-    jobs.record_outcome(job.id, status, result, None)
     log.info("job %s %s: version %s", job.id, status, result.get("version"))
     return 0
 

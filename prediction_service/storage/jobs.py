@@ -1,12 +1,16 @@
 """Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR.
 
-States: queued -> running -> succeeded | rejected | failed; a job whose process
-died while running becomes `interrupted` (and can be retried, back to queued).
+States: queued -> running -> succeeded | rejected | failed | interrupted (failed and interrupted can be retried,
+back to queued). A running job is held under a lease (owner, expiry) that its worker renews; a job whose lease
+expired (its worker died or lost its host) is claimed again, at most MAX_ATTEMPTS runs in all. The database lets
+one job per model run at a time (jobs_one_running).
 """
 
 import json
 import sqlite3
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
     "interrupted",
 )
 RETRYABLE = (FAILED, INTERRUPTED)
+# Runs a job gets whose workers die (their leases expire) before it fails for good.
+MAX_ATTEMPTS = 3
 # What started a job: an upload, or the learning loop (retraining.triggers) on collected examples.
 UPLOAD, AUTOMATIC = "upload", "automatic"
 
@@ -43,12 +49,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     history TEXT NOT NULL DEFAULT '[]',
     result TEXT,
     error TEXT,
-    trigger TEXT NOT NULL DEFAULT 'upload'
+    trigger TEXT NOT NULL DEFAULT 'upload',
+    lease_owner TEXT,
+    lease_expires REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 -- At most one automatic job per model waits or runs, whichever process or restart tries to add another.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_automatic ON jobs (model)
     WHERE trigger = 'automatic' AND status IN ('queued', 'running');
+-- At most one job per model trains at a time, whichever worker claims it.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_one_running ON jobs (model) WHERE status = 'running';
 """
 
 
@@ -57,6 +67,26 @@ def add_trigger_column(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if columns and "trigger" not in columns:
         db.execute("ALTER TABLE jobs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'upload'")
+
+
+def add_lease_columns(db: sqlite3.Connection) -> None:
+    """Stores made before leases: their running jobs get an expired lease (claimed again), and only the newest
+    running job of a model stays running (jobs_one_running)."""
+    add_trigger_column(db)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if columns and "lease_owner" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN lease_owner TEXT")
+        db.execute("ALTER TABLE jobs ADD COLUMN lease_expires REAL")
+        db.execute("UPDATE jobs SET lease_expires = 0 WHERE status = 'running'")
+        db.execute(
+            "UPDATE jobs SET status = 'interrupted', error = 'the server stopped while the job was running' "
+            "WHERE status = 'running' "
+            "AND seq NOT IN (SELECT max(seq) FROM jobs WHERE status = 'running' GROUP BY model)"
+        )
+
+
+class LeaseLost(Exception):
+    """The worker's lease on a job expired (another worker may run it now): it must not publish."""
 
 
 @dataclass
@@ -75,6 +105,8 @@ class Job:
     result: dict[str, Any] | None = None
     error: str | None = None
     trigger: str = UPLOAD
+    lease_owner: str | None = None
+    lease_expires: float | None = None  # Unix time
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -93,6 +125,8 @@ class Job:
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
             trigger=row["trigger"],
+            lease_owner=row["lease_owner"],
+            lease_expires=row["lease_expires"],
         )
 
 
@@ -125,7 +159,7 @@ def job_result_of(manifest: dict[str, Any], version: int | None, published: bool
 class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.database = SqliteDatabase(path, SCHEMA, upgrade=add_trigger_column)
+        self.database = SqliteDatabase(path, SCHEMA, upgrade=add_lease_columns)
 
     def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
         with self.database.transaction() as db:
@@ -196,18 +230,62 @@ class JobStore:
         with self.database.connect() as db:
             return db.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (QUEUED,)).fetchone() is not None
 
-    def claim_next(self) -> Job | None:
-        """Mark the oldest queued job running and return it (atomic across processes)."""
+    def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
+        """Hold the oldest job that is queued (its model has no job running) or running under an expired lease,
+        for `owner` until `lease_seconds` from now (renew extends it). One BEGIN IMMEDIATE transaction: one winner
+        across processes. A job claimed again keeps in progress["lease_expired"] its lost run's progress and
+        attempts: that run may have got as far as a verdict. Its attempts count on up to MAX_ATTEMPTS."""
+        now = time.time()
         with self.database.transaction() as db:
-            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM jobs AS j WHERE (status = ? AND NOT EXISTS "
+                "(SELECT 1 FROM jobs AS r WHERE r.model = j.model AND r.status = ?)) "
+                "OR (status = ? AND lease_expires < ?) ORDER BY seq LIMIT 1",
+                (QUEUED, RUNNING, RUNNING, now),
+            ).fetchone()
             if row is None:
                 return None
+            job = Job.from_row(row)
+            progress: dict[str, Any] = {"stage": "starting"}
+            attempts = job.attempts + 1
+            if job.status == RUNNING:
+                lost = {"owner": job.lease_owner, "attempts": job.attempts, "progress": job.progress}
+                progress["lease_expired"] = lost
+                attempts = job.attempts if job.attempts >= MAX_ATTEMPTS else attempts  # it will not run again
             db.execute(
-                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, progress = ?, "
-                "history = '[]', result = NULL, error = NULL, finished_at = NULL WHERE id = ?",
-                (RUNNING, utc_now(), json.dumps({"stage": "starting"}), row["id"]),
+                "UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?, started_at = ?, attempts = ?, "
+                "progress = ?, history = '[]', result = NULL, error = NULL, finished_at = NULL WHERE id = ?",
+                (RUNNING, owner, now + lease_seconds, utc_now(), attempts, json.dumps(progress), job.id),
             )
-        return self.get(row["id"])
+        return self.get(job.id)
+
+    def renew(self, job_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend `owner`'s lease on a running job; False: it has expired (or was never its)."""
+        now = time.time()
+        with self.database.transaction() as db:
+            renewed = db.execute(
+                "UPDATE jobs SET lease_expires = ? "
+                "WHERE id = ? AND status = ? AND lease_owner = ? AND lease_expires > ?",
+                (now + lease_seconds, job_id, RUNNING, owner, now),
+            )
+            return renewed.rowcount == 1
+
+    def expire_lease(self, job_id: str, owner: str) -> None:
+        """End `owner`'s lease now (its process is known to be gone): the job can be claimed again at once."""
+        with self.database.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET lease_expires = 0 WHERE id = ? AND status = ? AND lease_owner = ?",
+                (job_id, RUNNING, owner),
+            )
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Give a job that a graceful stop ended back to the queue (that run does not count as an attempt)."""
+        with self.database.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, attempts = attempts - 1, progress = NULL, lease_owner = NULL, "
+                "lease_expires = NULL, finished_at = NULL WHERE id = ? AND status = ? AND lease_owner = ?",
+                (QUEUED, job_id, RUNNING, owner),
+            )
 
     def set_progress(self, job_id: str, progress: dict[str, Any], epoch: dict[str, Any] | None = None) -> None:
         with self.database.transaction() as db:
@@ -223,21 +301,45 @@ class JobStore:
                     (json.dumps(progress), job_id, RUNNING),
                 )
 
-    def record_outcome(self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
-        """The training process's verdict; the job becomes final when its runner has swapped models."""
+    def record_outcome(
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        owner: str | None = None,
+        publish: Callable[[], None] | None = None,
+    ) -> bool:
+        """The training process's verdict; the job becomes final when its runner has swapped models. With `owner`:
+        only while it holds the job's lease, and `publish` (make the version serve) runs inside the same
+        transaction, so a worker whose lease expired never publishes. False: the lease was lost."""
         outcome = {"status": status, "result": result, "error": error}
         with self.database.transaction() as db:
+            if owner is not None and not _holds_lease(db, job_id, owner):
+                return False
             db.execute(
                 "UPDATE jobs SET progress = json_set(coalesce(progress, '{}'), '$.stage', 'finishing', "
                 "'$.outcome', json(?)) WHERE id = ? AND status = ?",
                 (json.dumps(outcome), job_id, RUNNING),
             )
+            if publish is not None:
+                publish()
+        return True
 
-    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """Make the job final (with `owner`: only if it still holds the job, so a lost run never ends a new one)."""
         with self.database.transaction() as db:
             db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
-                (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id),
+                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, lease_expires = NULL "
+                "WHERE id = ? AND (? IS NULL OR lease_owner = ?)",
+                (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id, owner, owner),
             )
 
     def running(self) -> list[Job]:
@@ -261,14 +363,6 @@ class JobStore:
                 ) from None
         return self.get(job_id)
 
-    def requeue(self, job_id: str) -> None:
-        """Put a job whose process died back in the queue, as it was (its attempts count on)."""
-        with self.database.transaction() as db:
-            db.execute(
-                "UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ? AND status = ?",
-                (QUEUED, job_id, RUNNING),
-            )
-
 
 def _insert(
     db: sqlite3.Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
@@ -277,6 +371,14 @@ def _insert(
         "INSERT INTO jobs (id, model, status, created_at, upload, params, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (job_id, model, QUEUED, utc_now(), json.dumps(upload), json.dumps(params), trigger),
     )
+
+
+def _holds_lease(db: sqlite3.Connection, job_id: str, owner: str) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM jobs WHERE id = ? AND status = ? AND lease_owner = ? AND lease_expires > ?",
+        (job_id, RUNNING, owner, time.time()),
+    ).fetchone()
+    return row is not None
 
 
 def _last_automatic_watermark(db: sqlite3.Connection, model: str) -> int:

@@ -4,7 +4,6 @@ MODEL_DIR/
   admin_token                   the generated admin token (mode 0600)
   jobs.sqlite3                  retraining job records
   learning.sqlite3              the prediction log and the learning loop's records (feedback, shadow)
-  .training.lock                held by the process whose training job runs
   uploads/<job id>/             an accepted upload: dataset.npz and manifest.json
   uploads/.incoming-*.zip       a received zip while it is checked
   <model>/<version>/            manifest.json and the artifacts; immutable once renamed into place
@@ -44,10 +43,6 @@ class Layout:
     @property
     def learning(self) -> Path:
         return self.root / "learning.sqlite3"
-
-    @property
-    def training_lock(self) -> Path:
-        return self.root / ".training.lock"
 
     @property
     def uploads(self) -> Path:

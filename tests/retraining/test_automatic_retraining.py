@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from conftest import AUTH, make_settings, wait_for_job
 from fastapi.testclient import TestClient
-from filelock import FileLock
 from test_notifications import Receiver
 
 from prediction_service.api.app import create_app
@@ -23,10 +22,10 @@ from prediction_service.core.ids import new_prediction_id
 from prediction_service.models.mnist.model import normalize_all
 from prediction_service.retraining import collected, runner
 from prediction_service.retraining.collected import CollectedExamples
-from prediction_service.retraining.runner import AUTOMATIC_MAX_ATTEMPTS, JobRunner
+from prediction_service.retraining.runner import JobRunner
 from prediction_service.retraining.triggers import AutomaticRetraining
 from prediction_service.storage.examples import FEEDBACK, ExampleStore
-from prediction_service.storage.jobs import AUTOMATIC, INTERRUPTED, QUEUED, REJECTED, SUCCEEDED, JobStore
+from prediction_service.storage.jobs import AUTOMATIC, FAILED, MAX_ATTEMPTS, QUEUED, REJECTED, SUCCEEDED, JobStore
 from prediction_service.storage.layout import MANIFEST, Layout
 from prediction_service.storage.predictions import LoggedPrediction, PredictionLog
 from prediction_service.storage.uploads import ORPHAN_AGE_SECONDS, UploadStore
@@ -149,7 +148,7 @@ def test_a_rejected_jobs_examples_come_back_only_with_enough_new_ones(model_dir:
     first = trigger.check("mnist")
     assert first is not None
     assert first.upload["examples_watermark"] == 3
-    trigger.jobs.claim_next()
+    trigger.jobs.claim_next("a worker", 60)
     trigger.jobs.finish(first.id, REJECTED)
     assert trigger.check("mnist") is None  # the same examples again: no
     collect(trigger, 2)
@@ -189,19 +188,37 @@ def test_one_automatic_job_at_a_time_and_examples_left_at_start_up_are_checked(m
     assert len(trigger.jobs.recent()) == 1
 
 
-def test_an_automatic_job_interrupted_by_a_kill_is_queued_again_a_bounded_number_of_times(model_dir: Path) -> None:
+def test_a_job_whose_workers_keep_dying_runs_at_most_max_attempts_times_then_fails(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trigger = automatic_retraining(model_dir, min_examples=2)
     collect(trigger, 2)
     job = trigger.check("mnist")
     assert job is not None
-    runner = JobRunner(trigger.jobs, ModelStore(model_dir), trigger.uploads, make_settings(model_dir))
-    for attempt in range(1, AUTOMATIC_MAX_ATTEMPTS + 1):
-        claimed = trigger.jobs.claim_next()  # running; then the process is killed
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        # A worker claims it, then dies: its lease (0 s here) expires without a renewal.
+        claimed = trigger.jobs.claim_next(f"worker {attempt}", 0)
         assert claimed is not None
         assert (claimed.id, claimed.attempts) == (job.id, attempt)
-        assert runner.recover() == ([] if attempt < AUTOMATIC_MAX_ATTEMPTS else [job.id])
-        expected = QUEUED if attempt < AUTOMATIC_MAX_ATTEMPTS else INTERRUPTED
-        assert trigger.jobs.get(job.id).status == expected
+        lost = claimed.progress["lease_expired"] if attempt > 1 else None  # type: ignore[index]
+        assert lost is None or (lost["owner"], lost["attempts"]) == (f"worker {attempt - 1}", attempt - 1)
+
+    async def never_started(*args: object, **options: object) -> None:
+        raise AssertionError("a job past its attempts was trained again")
+
+    monkeypatch.setattr(runner, "start_child", never_started)
+
+    async def next_worker() -> None:
+        jobs = JobRunner(trigger.jobs, ModelStore(model_dir), trigger.uploads, make_settings(model_dir))
+        await jobs.kick()
+        await asyncio.wait_for(jobs._task, 30)  # type: ignore[arg-type]
+
+    asyncio.run(next_worker())
+    failed = trigger.jobs.get(job.id)
+    assert (failed.status, failed.attempts) == (FAILED, MAX_ATTEMPTS)
+    assert f"stopped renewing its lease {MAX_ATTEMPTS} times" in (failed.error or "")
+    assert f"POST /jobs/{job.id}/retry" in (failed.error or "")
+    assert ModelStore(model_dir).version_numbers("mnist") == [1]
     assert len(trigger.jobs.recent()) == 1  # the same job, never a copy
 
 
@@ -339,11 +356,17 @@ def correct_penguins(client: TestClient, model_dir: Path, count: int) -> None:
 
 def test_examples_that_reach_the_threshold_while_a_job_runs_start_the_next_job_when_it_ends(model_dir: Path) -> None:
     settings = make_settings(model_dir, retrain_min_examples=2)
+    # Another worker trains a penguin job: the first automatic job waits its turn (one job per model).
+    jobs = JobStore(Layout(model_dir).jobs)
+    blocker = {"id": "f" * 32, "rows": 1, "layout": "csv", "label_counts": {}, "received_at": "now"}
+    jobs.create("f" * 32, "penguins", blocker, {})
+    assert jobs.claim_next("another worker", 600) is not None
     with TestClient(create_app(settings)) as client:
-        with FileLock(Layout(model_dir).training_lock):  # another process trains: the first job waits its turn
-            correct_penguins(client, model_dir, 2)
-            (first,) = wait_for(lambda: automatic_jobs(client))
-            correct_penguins(client, model_dir, 2)  # the threshold again, while the first job is there
+        correct_penguins(client, model_dir, 2)
+        (first,) = wait_for(lambda: automatic_jobs(client))
+        correct_penguins(client, model_dir, 2)  # the threshold again, while the first job is there
+        assert client.get(f"/jobs/{first['job_id']}").json()["status"] == "queued"
+        jobs.finish("f" * 32, FAILED, owner="another worker")
         first = wait_for_job(client, first["job_id"])
         # No more feedback: the first job's end starts the second.
         second = wait_for(lambda: [job for job in automatic_jobs(client) if job["job_id"] != first["job_id"]])[0]

@@ -14,7 +14,7 @@ from prediction_service.models.penguins.model import PenguinsModel
 from prediction_service.retraining.intake import training_params
 from prediction_service.retraining.penguin_rows import LabelledRows
 from prediction_service.retraining.training_job import retrain
-from prediction_service.storage.jobs import REJECTED, SUCCEEDED, Job, JobStore
+from prediction_service.storage.jobs import REJECTED, SUCCEEDED, Job, JobStore, LeaseLost
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -35,7 +35,7 @@ def queue_penguin_job(model_dir: Path) -> Job:
     jobs = JobStore(model_dir / "jobs.sqlite3")
     upload = {"id": JOB_ID, "rows": len(rows.labels), "layout": "csv", "label_counts": rows.label_counts()}
     jobs.create(JOB_ID, "penguins", upload, training_params(make_settings(model_dir), "penguins"))
-    job = jobs.claim_next()
+    job = jobs.claim_next("a worker", 60)
     assert job is not None
     return job
 
@@ -83,3 +83,23 @@ def test_a_penguin_job_runs_without_tensorflow(model_dir: Path) -> None:
     assert finished.returncode == 0, finished.stderr[-2000:]
     outcome = JobStore(model_dir / "jobs.sqlite3").get(JOB_ID).progress["outcome"]  # type: ignore[index]
     assert outcome["status"] == SUCCEEDED, outcome
+
+
+def test_a_job_whose_lease_another_worker_took_publishes_nothing(model_dir: Path) -> None:
+    """A worker that lost its lease (stalled past it; another worker claimed the job) must not publish."""
+    job = queue_penguin_job(model_dir)  # claimed by "a worker"
+    jobs = JobStore(model_dir / "jobs.sqlite3")
+    jobs.expire_lease(job.id, "a worker")
+    assert jobs.claim_next("another worker", 60) is not None
+    assert PenguinsModel.retraining is not None
+    with pytest.raises(LeaseLost):
+        retrain(
+            ModelStore(model_dir),
+            jobs,
+            UploadStore(model_dir / "uploads"),
+            job,
+            PenguinsModel.retraining,
+            lease_owner="a worker",
+        )
+    assert ModelStore(model_dir).serving("penguins").version == 1  # type: ignore[union-attr]
+    assert "outcome" not in (jobs.get(job.id).progress or {})

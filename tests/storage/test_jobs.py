@@ -20,6 +20,8 @@ from prediction_service.storage.jobs import (
     new_job_id,
 )
 
+OWNER = "a worker"
+
 
 def make_job(store: JobStore) -> str:
     job_id = new_job_id()
@@ -31,7 +33,7 @@ def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -
     store = JobStore(tmp_path / "jobs.sqlite3")
     first, second = make_job(store), make_job(store)
     assert [job.id for job in store.recent()] == [second, first]
-    claimed = store.claim_next()
+    claimed = store.claim_next(OWNER, 60)
     assert claimed is not None
     assert (claimed.id, claimed.status, claimed.attempts) == (first, RUNNING, 1)
     assert store.get(second).status == QUEUED
@@ -40,7 +42,7 @@ def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -
 def test_progress_history_and_outcome(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
     job_id = make_job(store)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.set_progress(job_id, {"stage": "training", "epoch": 1}, {"epoch": 1, "loss": 0.5})
     store.set_progress(job_id, {"stage": "training", "epoch": 2}, {"epoch": 2, "loss": 0.4})
     job = store.get(job_id)
@@ -62,10 +64,10 @@ def test_only_failed_or_interrupted_jobs_can_be_retried(tmp_path: Path) -> None:
     job_id = make_job(store)
     with pytest.raises(Conflict, match="only failed or interrupted"):
         store.retry(job_id)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(job_id, INTERRUPTED, error="server stopped")
     assert store.retry(job_id).status == QUEUED
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(job_id, FAILED, error="boom")
     assert store.retry(job_id).status == QUEUED
     with pytest.raises(NotFound):
@@ -98,7 +100,7 @@ def test_one_automatic_job_per_model_at_a_time(tmp_path: Path) -> None:
     # The first still waits: refused too, even for a caller that saw it.
     assert store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10) is None
     assert store.create_automatic(new_job_id(), "penguins", {"examples_watermark": 3}, {}, last_watermark=0)
-    store.claim_next()
+    store.claim_next(OWNER, 60)
     store.finish(first.id, FAILED)
     second = store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 20}, {}, last_watermark=10)
     assert second is not None
@@ -130,8 +132,95 @@ def test_processes_racing_to_create_the_automatic_job_create_one(tmp_path: Path)
         assert len(created) == 4
         assert len(winners) == 1, created
         store = JobStore(path)
-        claimed = store.claim_next()
+        claimed = store.claim_next(OWNER, 60)
         assert claimed is not None
         assert claimed.id == winners[0].id
         store.finish(winners[0].id, REJECTED)
     assert len(JobStore(path).recent()) == 5
+
+
+def test_one_job_per_model_runs_at_a_time_whichever_worker_claims(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    first, second = make_job(store), make_job(store)
+    penguins = new_job_id()
+    store.create(penguins, "penguins", {"id": penguins}, {})
+    assert store.claim_next("worker a", 60).id == first  # type: ignore[union-attr]
+    assert store.claim_next("worker b", 60).id == penguins  # type: ignore[union-attr]  # mnist is busy
+    assert store.claim_next("worker c", 60) is None
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a second running mnist job
+        db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (second,))
+    db.close()
+    store.finish(first, SUCCEEDED, owner="worker a")
+    assert store.claim_next("worker c", 60).id == second  # type: ignore[union-attr]
+
+
+def test_a_lease_renewed_in_time_keeps_the_job_and_an_expired_one_loses_it(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = make_job(store)
+    store.claim_next("worker a", 0.5)
+    assert store.renew(job_id, "worker a", 60)
+    assert store.claim_next("worker b", 60) is None
+    assert not store.renew(job_id, "worker b", 60)  # not its lease
+    store.set_progress(job_id, {"stage": "training", "epoch": 3})
+    store.expire_lease(job_id, "worker a")  # as if worker a had stopped renewing
+
+    again = store.claim_next("worker b", 60)
+    assert again is not None
+    assert (again.id, again.attempts, again.lease_owner) == (job_id, 2, "worker b")
+    lost = again.progress["lease_expired"]  # type: ignore[index]
+    assert lost == {"owner": "worker a", "attempts": 1, "progress": {"stage": "training", "epoch": 3}}
+
+    # Worker a, still alive somewhere, can neither renew, publish, record a verdict nor end the job.
+    published: list[str] = []
+    assert not store.renew(job_id, "worker a", 60)
+    assert not store.record_outcome(job_id, SUCCEEDED, {"version": 2}, None, "worker a", lambda: published.append("a"))
+    store.finish(job_id, FAILED, error="a's end", owner="worker a")
+    assert (published, store.get(job_id).status) == ([], RUNNING)
+    assert store.record_outcome(job_id, SUCCEEDED, {"version": 2}, None, "worker b", lambda: published.append("b"))
+    assert published == ["b"]
+    assert store.get(job_id).progress["outcome"]["status"] == SUCCEEDED  # type: ignore[index]
+
+
+def test_a_publication_that_fails_records_no_verdict(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = make_job(store)
+    store.claim_next(OWNER, 60)
+
+    def publish() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        store.record_outcome(job_id, SUCCEEDED, {"version": 2}, None, OWNER, publish)
+    assert "outcome" not in store.get(job_id).progress  # type: ignore[operator]
+
+
+def test_a_released_job_is_queued_again_and_that_run_is_not_counted(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = make_job(store)
+    store.claim_next(OWNER, 60)
+    store.release(job_id, "another worker")  # not its job: nothing changes
+    assert store.get(job_id).status == RUNNING
+    store.release(job_id, OWNER)
+    released = store.get(job_id)
+    assert (released.status, released.attempts, released.lease_owner) == (QUEUED, 0, None)
+    assert store.claim_next(OWNER, 60).attempts == 1  # type: ignore[union-attr]
+
+
+def test_a_store_made_before_leases_gets_them_and_its_running_jobs_are_claimed_again(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.split("    lease_owner TEXT,")[0].rstrip().rstrip(",") + "\n);")  # the table as it was
+    for job_id in ("old", "new"):  # two running mnist jobs: possible when a process died before leases
+        db.execute(
+            "INSERT INTO jobs (id, model, status, created_at, upload, params, attempts) VALUES (?, 'mnist', "
+            "'running', '2026-01-01T00:00:00+00:00', '{}', '{}', 1)",
+            (job_id,),
+        )
+    db.commit()
+    db.close()
+    store = JobStore(path)
+    assert store.get("old").status == INTERRUPTED
+    claimed = store.claim_next(OWNER, 60)
+    assert claimed is not None
+    assert (claimed.id, claimed.attempts) == ("new", 2)
