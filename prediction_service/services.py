@@ -33,6 +33,7 @@ from prediction_service.serving.shadow import ShadowRunner
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.objects import object_store
 from prediction_service.storage.predictions import PredictionLog
 from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
@@ -90,7 +91,7 @@ class Retraining:
         """`labels`: the labels of a model's serving version (the class indices of collected examples)."""
         layout = Layout(settings.model_dir)
         self.jobs = JobStore(layout.jobs)
-        self.uploads = UploadStore(layout.uploads)
+        self.uploads = UploadStore(layout.uploads, store.objects)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.decode_pool = DecodePool(settings.decode_processes, image_limits)
         archive_limits = ArchiveLimits(
@@ -145,7 +146,7 @@ class Services:
         self.settings = settings
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
-        store = ModelStore(settings.model_dir)
+        store = ModelStore(settings.model_dir, object_store(settings.model_store_url))
         self.serving = Serving(settings, store)
         self.retraining = Retraining(
             settings, store, on_outcome=self.serving.refresh, labels=self.serving.registry.labels

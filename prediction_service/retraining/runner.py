@@ -181,6 +181,7 @@ class JobRunner:
             job.id,
             "--niceness",
             str(settings.training_niceness),
+            *(["--store-url", settings.model_store_url] if settings.model_store_url else []),
             settings=settings,
             threads=settings.training_threads,
             env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},
