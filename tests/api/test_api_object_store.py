@@ -1,13 +1,19 @@
 """The service with MODEL_STORE_URL set: first versions, uploads, retraining jobs and their versions in a real
 S3-compatible store (SeaweedFS); MODEL_DIR keeps only the pointers, the databases and the verified cache."""
 
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import AUTH, SAMPLES, labelled_zip, make_settings, wait_for_job
 from fastapi.testclient import TestClient
+from seaweedfs import SeaweedFS, start_seaweedfs
 
 from prediction_service.api.app import create_app
+from prediction_service.storage.layout import HOLDOUT, MANIFEST, POINTER, REPLAY_INITIAL
 from prediction_service.storage.objects import ObjectStore
 from prediction_service.storage.versions import ModelStore
 
@@ -73,3 +79,68 @@ def test_uploads_train_new_versions_into_the_object_store(
     pulled = other.read_version("mnist", 2)
     assert pulled.manifest["training_data"]["upload_id"] == digits.json()["job_id"]
     assert sorted(path.name for path in pulled.path.iterdir()) == sorted([*pulled.manifest["files"], "manifest.json"])
+
+
+def seed_from(local_dir: Path, store: ModelStore) -> None:
+    """Put the session's trained versions into the object store (quicker than training them again)."""
+    local = ModelStore(local_dir)
+    for name in ("mnist", "penguins"):
+        stored = local.read_version(name, 1)
+        described = {key: value for key, value in stored.manifest.items() if key not in ("name", "version", "files")}
+
+        def copy(folder: Path, source: Path = stored.path) -> None:
+            for path in source.iterdir():
+                if path.name != MANIFEST:
+                    shutil.copy(path, folder / path.name)
+
+        assert store.add_version(name, copy, described).version == 1
+        for filename in (HOLDOUT, REPLAY_INITIAL):
+            store.write_shared(name, filename, (local.model_path(name) / filename).read_bytes())
+        shutil.copy(local.model_path(name) / POINTER, store.model_path(name) / POINTER)
+
+
+@pytest.fixture
+def own_seaweedfs(seaweedfs: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SeaweedFS]:
+    """A SeaweedFS of this test's own (after the session's one, which tells whether `weed` is there): it stops."""
+    server = start_seaweedfs(tmp_path / "seaweedfs")
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_with_the_store_down_predictions_go_on_and_uploads_get_a_503_until_it_is_back(
+    tmp_path: Path, own_seaweedfs: SeaweedFS, trained_store: Path
+) -> None:
+    s3_url = f"s3://{own_seaweedfs.create_bucket()}/store"
+    model_dir = tmp_path / "model_store"
+    seed_from(trained_store, ModelStore(model_dir, ObjectStore(s3_url)))
+    image = (SAMPLES / "test_img0.png").read_bytes()
+    penguin = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
+    with TestClient(create_app(make_settings(model_dir, model_store_url=s3_url, reload_interval=0.1))) as client:
+        assert client.get("/health/ready").status_code == 200
+        own_seaweedfs.kill()
+
+        for _ in range(20):  # what is loaded keeps answering
+            assert client.get("/predict", params=penguin).status_code == 200
+            assert client.post("/predict-image", files={"file": image}).status_code == 200
+        refused = client.post("/upload-penguins", files={"file": ("rows.csv", PENGUIN_ROWS)}, headers=AUTH)
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "model store" in refused.json()["detail"]
+        assert "retry later" in refused.json()["detail"]
+        assert client.get("/jobs").json()["jobs"] == []  # nothing half-written became a job
+        assert client.get("/health/ready").status_code == 200
+
+        own_seaweedfs.restart()
+        deadline = time.monotonic() + 30  # recovers by itself: the same request, later, is accepted
+        while (
+            accepted := client.post("/upload-penguins", files={"file": ("rows.csv", PENGUIN_ROWS)}, headers=AUTH)
+        ).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert accepted.status_code == 202, accepted.text
+        job = wait_for_job(client, accepted.json()["job_id"])
+        assert job["status"] == "succeeded", job
+        assert client.get("/predict", params=penguin).json()["model_version"] == 2
