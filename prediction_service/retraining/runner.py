@@ -29,6 +29,7 @@ from prediction_service.storage.jobs import (
     job_result,
 )
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.objects import StoreUnavailable
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -71,6 +72,7 @@ class JobRunner:
             self._lock.acquire(timeout=0)
         except Timeout:
             return []  # another process is training: its jobs are alive
+        interrupted: list[str | None] = []
         try:
             interrupted = [self._settle_orphan(job) for job in self.jobs.running()]
             for name in model_names():
@@ -80,6 +82,8 @@ class JobRunner:
             removed = self.uploads.remove_orphans(self._referenced_uploads())
             if removed:
                 log.warning("removed uploads that no job names (saved by a process that died): %s", ", ".join(removed))
+        except StoreUnavailable as error:  # serving starts from its cache; the next start settles and cleans up
+            log.warning("recovery of jobs and clean-up postponed: %s", error.detail)
         finally:
             self._lock.release()
         return [job_id for job_id in interrupted if job_id]

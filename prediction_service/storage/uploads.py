@@ -98,7 +98,7 @@ class UploadStore:
 
     def remove_orphans(self, referenced: set[str]) -> list[str]:
         """Delete upload folders older than ORPHAN_AGE_SECONDS whose id is not in `referenced`; their names."""
-        removed = []
+        removed: list[str] = []
         cutoff = time.time() - ORPHAN_AGE_SECONDS
         if self.objects is not None:
             newest: dict[str, float] = {}

@@ -273,7 +273,7 @@ class ModelStore:
             if self.objects.put_new(ObjectLayout.manifest(name, version), data):
                 return version, full_manifest
             log.info("%s version %d was taken by another writer; trying the next number", name, version)
-            version = max(version, *self.version_numbers(name)) + 1
+            version = max([version, *self.version_numbers(name)]) + 1
         raise Conflict(f"could not claim a version number of {name} after {PUBLISH_ATTEMPTS} attempts; retry")
 
     def remove_partial_versions(self, name: str) -> list[str]:
@@ -287,20 +287,24 @@ class ModelStore:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
         if self.objects is not None:
-            named = {
-                ObjectLayout.file(name, described["sha256"])
-                for number in self.version_numbers(name)
-                for described in self._remote_manifest(name, number)["files"].values()
-            }
-            cutoff = time.time() - ORPHAN_FILE_AGE_SECONDS
-            orphans = [
-                key
-                for key, modified in self.objects.keys(ObjectLayout.files(name)).items()
-                if key not in named and modified < cutoff
-            ]
-            self.objects.delete(orphans)
-            removed += orphans
+            removed += self._remove_orphan_files(name)
         return removed
+
+    def _remove_orphan_files(self, name: str) -> list[str]:
+        assert self.objects is not None
+        named = {
+            ObjectLayout.file(name, described["sha256"])
+            for number in self.version_numbers(name)
+            for described in self._remote_manifest(name, number)["files"].values()
+        }
+        cutoff = time.time() - ORPHAN_FILE_AGE_SECONDS
+        orphans = [
+            key
+            for key, modified in self.objects.keys(ObjectLayout.files(name)).items()
+            if key not in named and modified < cutoff
+        ]
+        self.objects.delete(orphans)
+        return orphans
 
     # The serving pointer
 

@@ -119,10 +119,9 @@ def test_with_the_store_down_predictions_go_on_and_uploads_get_a_503_until_it_is
     seed_from(trained_store, ModelStore(model_dir, ObjectStore(s3_url)))
     image = (SAMPLES / "test_img0.png").read_bytes()
     penguin = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
-    with TestClient(create_app(make_settings(model_dir, model_store_url=s3_url, reload_interval=0.1))) as client:
-        assert client.get("/health/ready").status_code == 200
-        own_seaweedfs.kill()
+    settings = make_settings(model_dir, model_store_url=s3_url, reload_interval=0.1)
 
+    def store_is_down_yet_it_serves(client: TestClient) -> None:
         for _ in range(20):  # what is loaded keeps answering
             assert client.get("/predict", params=penguin).status_code == 200
             assert client.post("/predict-image", files={"file": image}).status_code == 200
@@ -134,6 +133,13 @@ def test_with_the_store_down_predictions_go_on_and_uploads_get_a_503_until_it_is
         assert client.get("/jobs").json()["jobs"] == []  # nothing half-written became a job
         assert client.get("/health/ready").status_code == 200
 
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/ready").status_code == 200
+        own_seaweedfs.kill()
+        store_is_down_yet_it_serves(client)
+
+    with TestClient(create_app(settings)) as client:  # a restart while the store is away: it serves its cache
+        store_is_down_yet_it_serves(client)
         own_seaweedfs.restart()
         deadline = time.monotonic() + 30  # recovers by itself: the same request, later, is accepted
         while (
