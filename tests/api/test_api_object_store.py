@@ -3,7 +3,7 @@ S3-compatible store (SeaweedFS); MODEL_DIR keeps only the pointers, the database
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +25,18 @@ def served_version(client: TestClient, name: str) -> int:
 
 
 def test_uploads_train_new_versions_into_the_object_store(
-    tmp_path: Path, s3_url: str, mnist_arrays: dict[str, np.ndarray]
+    tmp_path: Path, s3_url: str, mnist_arrays: dict[str, np.ndarray], trained_store: Path
 ) -> None:
     model_dir = tmp_path / "replica-a"
+    objects = ObjectStore(s3_url)
+    seed_from(trained_store, ModelStore(model_dir, objects), ["mnist"])  # penguins train their first version here
     settings = make_settings(
         model_dir,
         model_store_url=s3_url,
-        mnist_train_size=1000,
-        mnist_epochs=1,
         retrain_epochs=1,
         retrain_replay_size=200,
         retrain_gate_margin=1.0,  # this test is about where versions go, not about what they learned
     )
-    objects = ObjectStore(s3_url)
     with TestClient(create_app(settings)) as client:
         assert client.get("/health/ready").status_code == 200
         first_keys = objects.keys("")
@@ -81,10 +80,10 @@ def test_uploads_train_new_versions_into_the_object_store(
     assert sorted(path.name for path in pulled.path.iterdir()) == sorted([*pulled.manifest["files"], "manifest.json"])
 
 
-def seed_from(local_dir: Path, store: ModelStore) -> None:
+def seed_from(local_dir: Path, store: ModelStore, names: Sequence[str] = ("mnist", "penguins")) -> None:
     """Put the session's trained versions into the object store (quicker than training them again)."""
     local = ModelStore(local_dir)
-    for name in ("mnist", "penguins"):
+    for name in names:
         stored = local.read_version(name, 1)
         described = {key: value for key, value in stored.manifest.items() if key not in ("name", "version", "files")}
 
