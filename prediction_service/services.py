@@ -34,6 +34,7 @@ from prediction_service.serving.shadow import ShadowRunner
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.objects import object_store
 from prediction_service.storage.predictions import PredictionLog
 from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
@@ -93,7 +94,7 @@ class Retraining:
         """`labels`: the labels of a model's serving version (the class indices of collected examples)."""
         layout = Layout(settings.model_dir)
         self.jobs = JobStore(layout.jobs)
-        self.uploads = UploadStore(layout.uploads)
+        self.uploads = UploadStore(layout.uploads, store.objects)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.decode_pool = DecodePool(settings.decode_processes, image_limits)
         archive_limits = ArchiveLimits(
@@ -147,7 +148,7 @@ class Services:
         self.settings = settings
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
-        store = ModelStore(settings.model_dir)
+        store = ModelStore(settings.model_dir, object_store(settings.model_store_url))
         self.serving = Serving(settings, store)
         self.retraining = Retraining(
             settings, store, on_outcome=self.serving.refresh, labels=self.serving.registry.labels
@@ -199,7 +200,7 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         settings = settings.model_copy(update={"run_training": True})
-        store = ModelStore(settings.model_dir)
+        store = ModelStore(settings.model_dir, object_store(settings.model_store_url))
         # No model process: the registry here only trains first versions and knows the serving versions' labels.
         self.registry = Registry(store, build_models(ModelContext(settings)))
         self.retraining = Retraining(settings, store, on_outcome=self._refresh, labels=self.registry.labels)

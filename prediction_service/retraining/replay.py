@@ -7,9 +7,9 @@ That data is derived from the store, never kept as a separate list that a crash
 could leave out of step:
 
 - the first version learned from its training set, of which a bounded sample is
-  kept beside the versions (`MODEL_DIR/<model>/replay-initial.npz`);
+  kept beside the versions (`MODEL_DIR/<model>/replay-initial.npz`, or in the object store);
 - a retrained version learned from its parent's data plus its job's upload
-  (`MODEL_DIR/uploads/<id>/`), named in its manifest.
+  (`MODEL_DIR/uploads/<id>/`, or in the object store), named in its manifest.
 
 So the pool follows the serving version through rollbacks, survives restarts, and is
 the same for every process that shares the store.
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from prediction_service.core.errors import NotFound
-from prediction_service.core.files import write_atomic
 from prediction_service.storage.layout import REPLAY_INITIAL
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
@@ -49,7 +48,7 @@ def save_initial(store: ModelStore, model: str, inputs: np.ndarray, labels: np.n
     keep = np.random.default_rng(seed).permutation(len(labels))[:INITIAL_MAX_IMAGES]
     buffer = io.BytesIO()
     np.savez(buffer, inputs=inputs[keep], labels=np.asarray(labels, dtype=np.uint8)[keep])
-    write_atomic(store.shared_file(model, REPLAY_INITIAL), buffer.getvalue())
+    store.write_shared(model, REPLAY_INITIAL, buffer.getvalue())
     return len(keep)
 
 
@@ -81,7 +80,7 @@ def sample(
     """
     parts: list[tuple[str, np.ndarray, np.ndarray]] = []
     initial = store.shared_file(model, REPLAY_INITIAL)
-    if initial.is_file():
+    if initial is not None:
         with np.load(initial, allow_pickle=False) as data:
             # Kept before the pool took any model's inputs: named `images`.
             parts.append((INITIAL, data["inputs"] if "inputs" in data.files else data["images"], data["labels"]))

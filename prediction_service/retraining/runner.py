@@ -30,6 +30,7 @@ from prediction_service.storage.jobs import (
     JobStore,
     job_result,
 )
+from prediction_service.storage.objects import StoreUnavailable
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -76,14 +77,17 @@ class JobRunner:
                 ended.append(job.id)
         now = time.time()
         writing = {job.model for job in self.jobs.running() if (job.lease_expires or 0) > now}
-        for name in model_names():
-            if name not in writing:
-                with self.store.lock(name):
-                    self.store.remove_partial_versions(name)
-        self.uploads.remove_partial()
-        removed = self.uploads.remove_orphans(self._referenced_uploads())
-        if removed:
-            log.warning("removed uploads that no job names (saved by a process that died): %s", ", ".join(removed))
+        try:
+            for name in model_names():
+                if name not in writing:
+                    with self.store.lock(name):
+                        self.store.remove_partial_versions(name)
+            self.uploads.remove_partial()
+            removed = self.uploads.remove_orphans(self._referenced_uploads())
+            if removed:
+                log.warning("removed uploads that no job names (saved by a process that died): %s", ", ".join(removed))
+        except StoreUnavailable as error:  # serving starts from its cache; the next start cleans up
+            log.warning("clean-up of half-written files postponed: %s", error.detail)
         return ended
 
     def _referenced_uploads(self) -> set[str]:
@@ -188,6 +192,7 @@ class JobRunner:
             str(settings.training_niceness),
             "--lease-owner",
             self.owner,
+            *(["--store-url", settings.model_store_url] if settings.model_store_url else []),
             settings=settings,
             threads=settings.training_threads,
             env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},

@@ -1,7 +1,7 @@
 """The retraining job, run in its own process at low priority:
 
     python -m prediction_service.retraining.training_job MODEL_DIR JOB_ID [--threads N] [--niceness N]
-        [--lease-owner OWNER]
+        [--lease-owner OWNER] [--store-url s3://bucket/prefix]
 
 It fine-tunes a fresh copy of the serving version (never the object that serves)
 on the job's uploaded data plus a replay sample of what that version learned
@@ -42,6 +42,7 @@ from prediction_service.storage.jobs import (
     job_result_of,
 )
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.objects import object_store
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_id")
     parser.add_argument("--niceness", type=int, default=10)
     parser.add_argument("--lease-owner", default=None, help="publish only while this owner holds the job's lease")
+    parser.add_argument("--store-url", default=None, help="MODEL_STORE_URL (unset: MODEL_DIR)")
     args = child_arguments(parser).parse_args(argv)
 
     set_up_child(args)
@@ -160,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
 
     layout = Layout(args.model_dir)
-    store = ModelStore(args.model_dir)
+    store = ModelStore(args.model_dir, object_store(args.store_url))
     jobs = JobStore(layout.jobs)
-    uploads = UploadStore(layout.uploads)
+    uploads = UploadStore(layout.uploads, store.objects)
     job = jobs.get(args.job_id)
     try:
         retraining = model_named(job.model).retraining

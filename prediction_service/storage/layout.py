@@ -13,6 +13,15 @@ MODEL_DIR/
   <model>/.<purpose>.lock       locks shared by every process using MODEL_DIR
   .admin_token.lock             held while the admin token is generated
   .tmp-*                        (in uploads/ and <model>/) a folder being written; never read
+
+With MODEL_STORE_URL=s3://bucket/prefix, versions, shared files and uploads live in the object store
+(MODEL_DIR keeps the pointers, the databases and a cache of the versions, laid out as above):
+
+prefix/
+  <model>/versions/<version>.json   a version's manifest: it exists once this does (written last, only if absent)
+  <model>/files/<sha256>            a version's files, named by their hash (immutable; shared by equal files)
+  <model>/shared/<file>             files kept beside the versions (holdout.npz, replay-initial.npz)
+  uploads/<job id>/dataset.npz      an accepted upload, then its manifest.json
 """
 
 from dataclasses import dataclass
@@ -53,3 +62,33 @@ class Layout:
 
     def lock(self, name: str, purpose: str) -> Path:
         return self.model(name) / f".{purpose}.lock"
+
+
+class ObjectLayout:
+    """Every key in the object store (relative to MODEL_STORE_URL's prefix)."""
+
+    UPLOADS = "uploads/"
+
+    @staticmethod
+    def manifests(name: str) -> str:
+        return f"{name}/versions/"
+
+    @staticmethod
+    def manifest(name: str, version: int) -> str:
+        return f"{name}/versions/{version}.json"
+
+    @staticmethod
+    def files(name: str) -> str:
+        return f"{name}/files/"
+
+    @staticmethod
+    def file(name: str, sha256: str) -> str:
+        return f"{name}/files/{sha256}"
+
+    @staticmethod
+    def shared(name: str, filename: str) -> str:
+        return f"{name}/shared/{filename}"
+
+    @staticmethod
+    def upload(upload_id: str, filename: str) -> str:
+        return f"uploads/{upload_id}/{filename}"

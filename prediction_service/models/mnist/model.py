@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prediction_service.core import tf_runtime
-from prediction_service.core.files import write_atomic
 from prediction_service.core.provenance import library_versions
 from prediction_service.core.settings import Settings
 from prediction_service.inference_protocol.signature import ModelSignature
@@ -173,15 +172,17 @@ def normalize_all(images: np.ndarray) -> np.ndarray:
 
 def save_holdout(store: ModelStore, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep the hold-out set beside the versions; every later model is scored on it."""
-    path = store.shared_file(MNIST, HOLDOUT)
-    if path.exists():
+    if store.shared_file(MNIST, HOLDOUT) is not None:
         return load_holdout(store)
     buffer = io.BytesIO()
     np.savez(buffer, x=images, y=np.asarray(labels, dtype=np.uint8))
-    write_atomic(path, buffer.getvalue())
+    store.write_shared(MNIST, HOLDOUT, buffer.getvalue())
     return images, labels
 
 
 def load_holdout(store: ModelStore) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(store.shared_file(MNIST, HOLDOUT), allow_pickle=False) as data:
+    path = store.shared_file(MNIST, HOLDOUT)
+    if path is None:
+        raise RuntimeError(f"the {MNIST} hold-out set ({HOLDOUT}) is missing from the model store")
+    with np.load(path, allow_pickle=False) as data:
         return data["x"], data["y"]

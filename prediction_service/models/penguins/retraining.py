@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from prediction_service.core.files import write_atomic
 from prediction_service.core.settings import Settings, get_settings
 from prediction_service.models.interface import ProgressCallback
 from prediction_service.models.penguins import PENGUINS
@@ -86,8 +85,9 @@ class PenguinsRetrainingRecipe:
 
     def holdout(self, store: ModelStore) -> Holdout:
         path = store.shared_file(PENGUINS, HOLDOUT)
-        if not path.is_file():
+        if path is None:
             derive_first_training_files(store, get_settings().penguins_csv)
+            path = store.model_path(PENGUINS) / HOLDOUT  # just written (and cached)
         with np.load(path, allow_pickle=False) as data:
             return data["x"], data["y"]
 
@@ -115,7 +115,7 @@ def save_first_training_files(store: ModelStore, trained: TrainedPenguins) -> No
     replay.save_initial(store, PENGUINS, trained.train_features, trained.train_labels)
     buffer = io.BytesIO()
     np.savez(buffer, x=trained.test_features, y=trained.test_labels)
-    write_atomic(store.shared_file(PENGUINS, HOLDOUT), buffer.getvalue())  # last: it says both are there
+    store.write_shared(PENGUINS, HOLDOUT, buffer.getvalue())  # last: it says both are there
 
 
 def derive_first_training_files(store: ModelStore, csv_path: Path) -> None:
