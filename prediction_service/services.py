@@ -30,9 +30,11 @@ from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
 from prediction_service.serving.prediction_recorder import PredictionRecorder
 from prediction_service.serving.shadow import ShadowRunner
+from prediction_service.storage.backends import model_store, postgres, records
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
+from prediction_service.storage.pointer_listener import PointerListener
 from prediction_service.storage.predictions import PredictionLog
 from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
@@ -47,11 +49,12 @@ class Serving:
         models = build_models(ModelContext(settings, self.model_process))
         self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
-        self.prediction_log = PredictionLog(Layout(settings.model_dir).learning, settings.prediction_log_max)
+        learning = records(settings, Layout(settings.model_dir).learning)
+        self.prediction_log = PredictionLog(learning, settings.prediction_log_max)
         self.recorder = PredictionRecorder(self.prediction_log)
         self.shadow = ShadowRunner(
             self.registry,
-            ShadowRecords(Layout(settings.model_dir).learning, settings.prediction_log_max),
+            ShadowRecords(learning, settings.prediction_log_max),
             {name: answers for name, model in self.registry.models.items() if (answers := model.shadow_answers(self))},
             settings.shadow_sample_rate,
         )
@@ -89,7 +92,7 @@ class Retraining:
     ) -> None:
         """`labels`: the labels of a model's serving version (the class indices of collected examples)."""
         layout = Layout(settings.model_dir)
-        self.jobs = JobStore(layout.jobs)
+        self.jobs = JobStore(records(settings, layout.jobs))
         self.uploads = UploadStore(layout.uploads)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.decode_pool = DecodePool(settings.decode_processes, image_limits)
@@ -104,7 +107,7 @@ class Retraining:
         self.runner = JobRunner(
             self.jobs, store, self.uploads, settings, on_outcome=on_outcome, on_finished=self._job_finished
         )
-        self.examples = ExampleStore(layout.learning)
+        self.examples = ExampleStore(records(settings, layout.learning))
         self.collected = CollectedExamples(self.examples, self.jobs, store)
         self.automatic = AutomaticRetraining(
             settings, self.collected, self.jobs, self.uploads, retrainable_model_names(), labels, self.runner.kick
@@ -145,7 +148,7 @@ class Services:
         self.settings = settings
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
-        store = ModelStore(settings.model_dir)
+        store = model_store(settings)
         self.serving = Serving(settings, store)
         self.retraining = Retraining(
             settings, store, on_outcome=self.serving.refresh, labels=self.serving.registry.labels
@@ -163,6 +166,9 @@ class Services:
             score_shadow=self.serving.shadow.record_label,
         )
         self._watcher: asyncio.Task[None] | None = None
+        # DATABASE_URL: pointer moves are notified, so every process follows within moments, not at its next check.
+        server = postgres(settings)
+        self._listener = None if server is None else PointerListener(server.url, self._pointer_moved)
 
     async def start(self) -> None:
         self.settings.model_dir.mkdir(parents=True, exist_ok=True)
@@ -171,14 +177,26 @@ class Services:
         await self.retraining.recover()  # after any first training: it removes half-written versions
         await asyncio.to_thread(memory.freeze_long_lived)
         self._watcher = asyncio.create_task(self._follow_serving_pointers(), name="serving-pointer-watcher")
+        if self._listener is not None:
+            self._listener.start()
         await self.retraining.resume()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.retraining.stop()
         await self.serving.stop()
+
+    def _pointer_moved(self, model: str | None, pointer: str | None) -> None:
+        """A NOTIFY (in the listener's thread): serve what the pointer names now (None: check every pointer)."""
+        registry = self.serving.registry
+        if model is None:
+            registry.refresh()
+        elif model in registry.models:
+            (registry.refresh_shadow if pointer == "shadow" else registry.refresh_model)(model)
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""

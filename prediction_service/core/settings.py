@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("./model_store"), description="Model versions, uploads and job records.")
     penguins_csv: Path = Field(PROJECT_ROOT / "penguins.csv", description="Training data of the penguin model.")
     mnist_data: Path | None = Field(None, description="Local MNIST .npz; unset: Keras downloads it.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://...: jobs, pointers and the learning loop's records; unset: SQLite in MODEL_DIR.",
+    )
 
     # First training of the mnist model
     mnist_epochs: int = Field(15, ge=1)
@@ -99,6 +103,15 @@ class Settings(BaseSettings):
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL (or be unset: SQLite in MODEL_DIR)")
         return value
 
     @field_validator("retrain_schedule")

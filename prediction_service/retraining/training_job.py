@@ -24,9 +24,11 @@ import numpy as np
 
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
+from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
+from prediction_service.storage.backends import model_store, records
 from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result, job_result_of
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
@@ -134,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
 
     layout = Layout(args.model_dir)
-    store = ModelStore(args.model_dir)
-    jobs = JobStore(layout.jobs)
+    settings = Settings(model_dir=args.model_dir)  # DATABASE_URL: as the server's runner passed it
+    store = model_store(settings)
+    jobs = JobStore(records(settings, layout.jobs))
     uploads = UploadStore(layout.uploads)
     job = jobs.get(args.job_id)
     try:

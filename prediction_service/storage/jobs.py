@@ -1,4 +1,5 @@
-"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR.
+"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR, or in
+PostgreSQL (DATABASE_URL; the table's schema: storage/migrations).
 
 States: queued -> running -> succeeded | rejected | failed; a job whose process
 died while running becomes `interrupted` (and can be retried, back to queued).
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from prediction_service.core.errors import Conflict, NotFound
-from prediction_service.storage.sqlite import SqliteDatabase
+from prediction_service.storage.backends import open_database
+from prediction_service.storage.database import Connection, Dialect
+from prediction_service.storage.postgres import Postgres
 from prediction_service.storage.versions import StoredVersion, utc_now
 
 QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
@@ -123,9 +126,9 @@ def job_result_of(manifest: dict[str, Any], version: int | None, published: bool
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.database = SqliteDatabase(path, SCHEMA, upgrade=add_trigger_column)
+    def __init__(self, where: Path | Postgres) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self.database = open_database(where, SCHEMA, upgrade=add_trigger_column, exclusive_table="jobs")
 
     def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
         with self.database.transaction() as db:
@@ -137,20 +140,20 @@ class JobStore:
     ) -> Job | None:
         """Queue an automatic job on the examples up to `upload["examples_watermark"]`, unless another automatic
         job of the model waits or runs, or another attempt was made since the caller saw `last_watermark`
-        (then None). Checked and written in one BEGIN IMMEDIATE transaction: one winner across processes."""
-        with self.database.transaction() as db:
-            if _last_automatic_watermark(db, model) != last_watermark:
-                return None
-            try:
+        (then None). Checked and written in one exclusive transaction: one winner across processes."""
+        try:
+            with self.database.transaction() as db:
+                if _last_automatic_watermark(db, self.database.dialect, model) != last_watermark:
+                    return None
                 _insert(db, job_id, model, upload, params, AUTOMATIC)
-            except sqlite3.IntegrityError:  # jobs_one_automatic: one is queued or running
-                return None
+        except self.database.dialect.integrity_errors:  # jobs_one_automatic: one is queued or running
+            return None
         return self.get(job_id)
 
     def last_automatic_watermark(self, model: str) -> int:
         """The highest example id an automatic job of `model` was given (0: none yet)."""
         with self.database.connect() as db:
-            return _last_automatic_watermark(db, model)
+            return _last_automatic_watermark(db, self.database.dialect, model)
 
     def active_automatic(self, model: str) -> Job | None:
         with self.database.connect() as db:
@@ -172,7 +175,8 @@ class JobStore:
     def upload_ids(self) -> set[str]:
         """The ids of the uploads that jobs train on (any state: a finished job's upload is replayed later)."""
         with self.database.connect() as db:
-            rows = db.execute("SELECT json_extract(upload, '$.id') FROM jobs").fetchall()
+            upload_id = self.database.dialect.json_text("upload", "id")
+            rows = db.execute(f"SELECT {upload_id} FROM jobs").fetchall()  # noqa: S608 - the dialect's SQL
         return {row[0] for row in rows if row[0]}
 
     def get(self, job_id: str) -> Job:
@@ -199,7 +203,10 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """Mark the oldest queued job running and return it (atomic across processes)."""
         with self.database.transaction() as db:
-            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+            row = db.execute(
+                f"SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1{self.database.dialect.for_update}",  # noqa: S608 - the dialect's SQL
+                (QUEUED,),
+            ).fetchone()
             if row is None:
                 return None
             db.execute(
@@ -213,7 +220,7 @@ class JobStore:
         with self.database.transaction() as db:
             if epoch is not None:
                 db.execute(
-                    "UPDATE jobs SET progress = ?, history = json_insert(history, '$[#]', json(?)) "
+                    f"UPDATE jobs SET progress = ?, history = {self.database.dialect.json_append('history')} "  # noqa: S608 - the dialect's SQL
                     "WHERE id = ? AND status = ?",
                     (json.dumps(progress), json.dumps(epoch), job_id, RUNNING),
                 )
@@ -227,9 +234,9 @@ class JobStore:
         """The training process's verdict; the job becomes final when its runner has swapped models."""
         outcome = {"status": status, "result": result, "error": error}
         with self.database.transaction() as db:
+            progress = self.database.dialect.json_set("progress", {"stage": "'finishing'", "outcome": "?"})
             db.execute(
-                "UPDATE jobs SET progress = json_set(coalesce(progress, '{}'), '$.stage', 'finishing', "
-                "'$.outcome', json(?)) WHERE id = ? AND status = ?",
+                f"UPDATE jobs SET progress = {progress} WHERE id = ? AND status = ?",  # noqa: S608 - the dialect's SQL
                 (json.dumps(outcome), job_id, RUNNING),
             )
 
@@ -244,21 +251,23 @@ class JobStore:
         return self.recent(limit=1000, status=RUNNING)
 
     def retry(self, job_id: str) -> Job:
-        with self.database.transaction() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
-            if row["status"] not in RETRYABLE:
-                raise Conflict(f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried")
-            try:
+        try:
+            with self.database.transaction() as db:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
+                if row["status"] not in RETRYABLE:
+                    raise Conflict(
+                        f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried"
+                    )
                 db.execute(
                     "UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ?", (QUEUED, job_id)
                 )
-            except sqlite3.IntegrityError:
-                raise Conflict(
-                    f"job {job_id} is automatic and another automatic job of its model is queued or running; "
-                    "retry it once that one has finished"
-                ) from None
+        except self.database.dialect.integrity_errors:
+            raise Conflict(
+                f"job {job_id} is automatic and another automatic job of its model is queued or running; "
+                "retry it once that one has finished"
+            ) from None
         return self.get(job_id)
 
     def requeue(self, job_id: str) -> None:
@@ -271,7 +280,7 @@ class JobStore:
 
 
 def _insert(
-    db: sqlite3.Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
+    db: Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
 ) -> None:
     db.execute(
         "INSERT INTO jobs (id, model, status, created_at, upload, params, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -279,9 +288,8 @@ def _insert(
     )
 
 
-def _last_automatic_watermark(db: sqlite3.Connection, model: str) -> int:
-    row = db.execute(
-        "SELECT max(json_extract(upload, '$.examples_watermark')) FROM jobs WHERE model = ? AND trigger = ?",
-        (model, AUTOMATIC),
-    ).fetchone()
+def _last_automatic_watermark(db: Connection, dialect: Dialect, model: str) -> int:
+    watermark = dialect.json_int("upload", "examples_watermark")
+    query = f"SELECT max({watermark}) FROM jobs WHERE model = ? AND trigger = ?"  # noqa: S608 - the dialect's SQL
+    row = db.execute(query, (model, AUTOMATIC)).fetchone()
     return int(row[0] or 0)
