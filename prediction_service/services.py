@@ -168,7 +168,7 @@ class Services:
         self._watcher: asyncio.Task[None] | None = None
         # DATABASE_URL: pointer moves are notified, so every process follows within moments, not at its next check.
         server = postgres(settings)
-        self._listener = None if server is None else PointerListener(server.url, self._pointer_moved)
+        self._listener = None if server is None else PointerListener(server.url, self.serving.registry.pointer_moved)
 
     async def start(self) -> None:
         self.settings.model_dir.mkdir(parents=True, exist_ok=True)
@@ -189,14 +189,6 @@ class Services:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.retraining.stop()
         await self.serving.stop()
-
-    def _pointer_moved(self, model: str | None, pointer: str | None) -> None:
-        """A NOTIFY (in the listener's thread): serve what the pointer names now (None: check every pointer)."""
-        registry = self.serving.registry
-        if model is None:
-            registry.refresh()
-        elif model in registry.models:
-            (registry.refresh_shadow if pointer == "shadow" else registry.refresh_model)(model)
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""

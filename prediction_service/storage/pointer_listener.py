@@ -48,8 +48,8 @@ class PointerListener:
                     backoff = 0.1
                     self._report(None, None)  # what moved while no one listened
                     while not self._stop.is_set():
-                        # A timeout, so that stop() is noticed within a second.
-                        for notification in connection.notifies(timeout=1.0):
+                        # A timeout, so that stop() is noticed within half a second.
+                        for notification in connection.notifies(timeout=0.5):
                             model, _, pointer = notification.payload.partition(" ")
                             self._report(model, pointer)
             except psycopg.Error as error:

@@ -189,8 +189,8 @@ class PostgresPointers:
                 "SELECT version, changed_at FROM pointer_changes WHERE model = ? AND pointer = ? ORDER BY seq",
                 (name, SERVING),
             ).fetchall()
-        ends = [row["changed_at"] for row in rows[1:]] + [None]
-        return [ServingPeriod(row["version"], row["changed_at"], end) for row, end in zip(rows, ends, strict=True)]
+        ends = [row["changed_at"] for row in rows[1:]] + [None]  # each period ends where the next begins
+        return [ServingPeriod(row["version"], row["changed_at"], end) for row, end in zip(rows, ends, strict=False)]
 
     def _stamp(self, name: str, pointer: str) -> Stamp:
         with self.database.connect() as db:
