@@ -30,11 +30,12 @@ from prediction_service.serving.decode_pool import DecodePool
 from prediction_service.serving.model_process import ModelProcess
 from prediction_service.serving.prediction_recorder import PredictionRecorder
 from prediction_service.serving.shadow import ShadowRunner
-from prediction_service.storage.backends import model_store, postgres, records
+from prediction_service.storage.backends import model_store, postgres
 from prediction_service.storage.examples import ExampleStore
 from prediction_service.storage.jobs import Job, JobStore
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.pointer_listener import PointerListener
+from prediction_service.storage.postgres import Postgres
 from prediction_service.storage.predictions import PredictionLog
 from prediction_service.storage.shadows import ShadowRecords
 from prediction_service.storage.uploads import UploadStore
@@ -44,12 +45,13 @@ log = logging.getLogger(__name__)
 
 
 class Serving:
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, postgres: Postgres | None = None) -> None:
+        """`postgres`: where the prediction log and the shadows' figures live (None: MODEL_DIR's SQLite)."""
         self.model_process = ModelProcess(settings)
         models = build_models(ModelContext(settings, self.model_process))
         self.registry = Registry(store, models, after_swap=memory.freeze_long_lived)
         self.mnist = MnistPredictor(self.registry, self.model_process, settings)
-        learning = records(settings, Layout(settings.model_dir).learning)
+        learning = postgres or Layout(settings.model_dir).learning
         self.prediction_log = PredictionLog(learning, settings.prediction_log_max)
         self.recorder = PredictionRecorder(self.prediction_log)
         self.shadow = ShadowRunner(
@@ -89,10 +91,12 @@ class Retraining:
         store: ModelStore,
         on_outcome: Callable[[], Awaitable[None]],
         labels: Callable[[str], list[str]],
+        postgres: Postgres | None = None,
     ) -> None:
-        """`labels`: the labels of a model's serving version (the class indices of collected examples)."""
+        """`labels`: the labels of a model's serving version (the class indices of collected examples); `postgres`:
+        where the jobs and the collected examples live (None: MODEL_DIR's SQLite)."""
         layout = Layout(settings.model_dir)
-        self.jobs = JobStore(records(settings, layout.jobs))
+        self.jobs = JobStore(postgres or layout.jobs)
         self.uploads = UploadStore(layout.uploads)
         image_limits = ImageLimits(settings.max_image_bytes, settings.max_image_pixels)
         self.decode_pool = DecodePool(settings.decode_processes, image_limits)
@@ -107,7 +111,7 @@ class Retraining:
         self.runner = JobRunner(
             self.jobs, store, self.uploads, settings, on_outcome=on_outcome, on_finished=self._job_finished
         )
-        self.examples = ExampleStore(records(settings, layout.learning))
+        self.examples = ExampleStore(postgres or layout.learning)
         self.collected = CollectedExamples(self.examples, self.jobs, store)
         self.automatic = AutomaticRetraining(
             settings, self.collected, self.jobs, self.uploads, retrainable_model_names(), labels, self.runner.kick
@@ -148,10 +152,16 @@ class Services:
         self.settings = settings
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = AdminToken(configured, Layout(settings.model_dir).admin_token)
-        store = model_store(settings)
-        self.serving = Serving(settings, store)
+        # DATABASE_URL: one pool for every store of this process (None: SQLite and files in MODEL_DIR).
+        self.postgres = postgres(settings)
+        store = model_store(settings, self.postgres)
+        self.serving = Serving(settings, store, self.postgres)
         self.retraining = Retraining(
-            settings, store, on_outcome=self.serving.refresh, labels=self.serving.registry.labels
+            settings,
+            store,
+            on_outcome=self.serving.refresh,
+            labels=self.serving.registry.labels,
+            postgres=self.postgres,
         )
         self.feedback_tokens = FeedbackTokens(
             [token.get_secret_value() for token in settings.feedback_tokens], self.admin_token
@@ -167,8 +177,9 @@ class Services:
         )
         self._watcher: asyncio.Task[None] | None = None
         # DATABASE_URL: pointer moves are notified, so every process follows within moments, not at its next check.
-        server = postgres(settings)
-        self._listener = None if server is None else PointerListener(server.url, self.serving.registry.pointer_moved)
+        self._listener = (
+            None if self.postgres is None else PointerListener(self.postgres.url, self.serving.registry.pointer_moved)
+        )
 
     async def start(self) -> None:
         self.settings.model_dir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +200,8 @@ class Services:
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.retraining.stop()
         await self.serving.stop()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.close)
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""

@@ -28,7 +28,7 @@ from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
-from prediction_service.storage.backends import model_store, records
+from prediction_service.storage.backends import model_store, postgres
 from prediction_service.storage.jobs import FAILED, REJECTED, SUCCEEDED, Job, JobStore, job_result, job_result_of
 from prediction_service.storage.layout import Layout
 from prediction_service.storage.uploads import UploadStore
@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     layout = Layout(args.model_dir)
     settings = Settings(model_dir=args.model_dir)  # DATABASE_URL: as the server's runner passed it
-    store = model_store(settings)
-    jobs = JobStore(records(settings, layout.jobs))
+    server = postgres(settings)
+    store = model_store(settings, server)
+    jobs = JobStore(server or layout.jobs)
     uploads = UploadStore(layout.uploads)
     job = jobs.get(args.job_id)
     try:

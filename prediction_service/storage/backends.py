@@ -1,7 +1,6 @@
 """Which backend keeps what, from the settings: SQLite files in MODEL_DIR (the default), or PostgreSQL at
 DATABASE_URL for the records (jobs, the learning loop's, the serving and shadow pointers)."""
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +11,11 @@ from prediction_service.storage.postgres import Postgres, PostgresDatabase
 from prediction_service.storage.sqlite import SqliteDatabase
 from prediction_service.storage.versions import ModelStore
 
-_servers: dict[str, Postgres] = {}
-_servers_lock = threading.Lock()
-
 
 def postgres(settings: Settings) -> Postgres | None:
-    """The process's one pool for DATABASE_URL (None: unset, the embedded mode)."""
-    if settings.database_url is None:
-        return None
-    url = settings.database_url.get_secret_value()
-    with _servers_lock:
-        if url not in _servers:
-            _servers[url] = Postgres(url)
-        return _servers[url]
-
-
-def records(settings: Settings, sqlite_file: Path) -> Path | Postgres:
-    """Where a store keeps its records: PostgreSQL, or (embedded mode) its SQLite file in MODEL_DIR."""
-    return postgres(settings) or sqlite_file
+    """A pool for DATABASE_URL (None: unset, the embedded mode); its owner shares it between the stores, and
+    closes it."""
+    return None if settings.database_url is None else Postgres(settings.database_url.get_secret_value())
 
 
 def open_database(
@@ -43,7 +29,6 @@ def open_database(
     return PostgresDatabase(where, exclusive_table)
 
 
-def model_store(settings: Settings) -> ModelStore:
-    """The versions in MODEL_DIR; their serving and shadow pointers there too, or in PostgreSQL."""
-    server = postgres(settings)
+def model_store(settings: Settings, server: Postgres | None) -> ModelStore:
+    """The versions in MODEL_DIR; their serving and shadow pointers there too, or in PostgreSQL (`server`)."""
     return ModelStore(settings.model_dir, pointers=None if server is None else PostgresPointers(server))

@@ -20,7 +20,8 @@ def test_a_service_keeps_its_records_in_postgresql(model_dir: Path, postgres_url
         assert client.get("/models").status_code == 200
         answer = client.get("/predict", params={"bill_length_mm": 40.3, "flipper_length_mm": 195}).json()
         assert answer["model_version"] == 1
-        labelled = client.post(f"/predictions/{answer['prediction_id']}/feedback", json={"label": "Gentoo"}, headers=AUTH)
+        prediction_id = answer["prediction_id"]
+        labelled = client.post(f"/predictions/{prediction_id}/feedback", json={"label": "Gentoo"}, headers=AUTH)
         assert labelled.status_code == 201, labelled.text
 
         upload = client.post(
