@@ -6,11 +6,13 @@ accepts uploads and runs the jobs that make new versions. Each part has its own 
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from prediction_service.core import memory, metrics
 from prediction_service.core.admin_token import AdminToken
+from prediction_service.core.errors import DependencyUnavailable
 from prediction_service.core.feedback_tokens import FeedbackTokens
 from prediction_service.core.settings import Settings
 from prediction_service.inference_protocol.signature import ModelSignature
@@ -184,6 +186,8 @@ class Services:
     async def start(self) -> None:
         self.settings.model_dir.mkdir(parents=True, exist_ok=True)
         self.admin_token.ensure()
+        if self.postgres is not None:
+            await asyncio.to_thread(self._wait_for_database)
         await asyncio.gather(self.serving.start(), self.retraining.start())
         await self.retraining.recover()  # after any first training: it removes half-written versions
         await asyncio.to_thread(memory.freeze_long_lived)
@@ -205,9 +209,28 @@ class Services:
 
     async def _follow_serving_pointers(self) -> None:
         """Pick up versions that another process published or activated."""
+        database_away = False
         while True:
             await asyncio.sleep(self.settings.reload_interval)
             try:
                 await self.serving.refresh()
+            except DependencyUnavailable as error:  # said once per outage, not at every check
+                if not database_away:
+                    log.warning("%s; serving the versions loaded until it is back", error.detail)
+                database_away = True
             except Exception:
                 log.exception("checking for new serving versions failed; will retry")
+            else:
+                if database_away:
+                    log.info("the database is back; following the serving pointers again")
+                database_away = False
+
+    def _wait_for_database(self) -> None:
+        """Start once the database answers (nothing can be served without the pointers it keeps)."""
+        assert self.postgres is not None
+        waited = 0.0
+        while not self.postgres.reachable():
+            if waited % 30 == 0:
+                log.warning("waiting for the database (DATABASE_URL) before serving; retrying every second")
+            time.sleep(1)
+            waited += 1

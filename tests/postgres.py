@@ -56,15 +56,18 @@ class PostgresServer:
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
 
     def stop(self) -> None:
+        """As a crash would (immediate: no clean shutdown); `start` then recovers."""
         self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self.data))
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One server for the session; skipped where PostgreSQL is not installed, a failure under CI."""
+def started_server() -> PostgresServer:
+    """A new server, started; the test is skipped where PostgreSQL is not installed, and fails under CI."""
     from conftest import running_in_ci
 
     binaries = postgres_binaries()
@@ -76,8 +79,25 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer(binaries)
     server.init()
     server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the session."""
+    server = started_server()
     yield server
     server.stop()
+    server.remove()
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A server of the test's own, for a test that stops and starts it."""
+    server = started_server()
+    yield server
+    if server.running():
+        server.stop()
     server.remove()
 
 

@@ -163,6 +163,7 @@ class Registry:
 
     def refresh(self) -> None:
         """Serve what the store's pointers name now (cheap when nothing changed)."""
+        self.store.check_stamps()
         for name in self.models:
             self.refresh_model(name)
             self.refresh_shadow(name)
@@ -173,6 +174,7 @@ class Registry:
         if name is None:
             self.refresh()
         elif name in self.models:
+            self.store.check_stamps()
             (self.refresh_shadow if pointer == "shadow" else self.refresh_model)(name)
 
     def pointer_changed(self, name: str) -> bool:

@@ -51,7 +51,14 @@ class ServingPointer:
 
 class Pointers(Protocol):
     def serving(self, name: str) -> ServingPointer | None: ...
-    def pointer_stamp(self, name: str) -> Stamp: ...
+    def pointer_stamp(self, name: str) -> Stamp:
+        """Cheap (no I/O beyond a stat: the request path asks), as of the last `check_stamps`."""
+        ...
+
+    def check_stamps(self) -> None:
+        """Read where every pointer stands now, for the stamps (I/O: not on the request path)."""
+        ...
+
     def set_serving(self, name: str, version: int) -> ServingPointer:
         """Point the model at `version`; ends its shadow if that was `version` (promoted). Atomic."""
         ...
@@ -96,6 +103,9 @@ class FilePointers:
 
     def pointer_stamp(self, name: str) -> Stamp:
         return _file_stamp(self.layout.model(name) / POINTER)
+
+    def check_stamps(self) -> None:
+        """Nothing to do: a file's stamp is a stat, read at each look."""
 
     def set_serving(self, name: str, version: int) -> ServingPointer:
         with self.lock(name):
@@ -143,10 +153,16 @@ class ServingPeriod:
 
 class PostgresPointers:
     """The pointer_changes table (storage/migrations): a row per move, never updated; the newest row of a
-    (model, pointer) is where it points. Moves take turns (the table is locked while one is made)."""
+    (model, pointer) is where it points, its seq the pointer's stamp. Moves take turns (the table is locked
+    while one is made).
+
+    The stamps are kept in memory, read by `check_stamps` (one query for every pointer: the periodic check, a
+    NOTIFY) and by this process's own moves, so that the request path never waits for the database, nor fails
+    while it is away."""
 
     def __init__(self, postgres: Postgres) -> None:
         self.database = PostgresDatabase(postgres, exclusive_table="pointer_changes")
+        self._stamps: dict[tuple[str, str], int] | None = None  # None: never read yet
 
     def serving(self, name: str) -> ServingPointer | None:
         with self.database.connect() as db:
@@ -155,13 +171,19 @@ class PostgresPointers:
     def pointer_stamp(self, name: str) -> Stamp:
         return self._stamp(name, SERVING)
 
+    def check_stamps(self) -> None:
+        with self.database.connect() as db:
+            rows = db.execute("SELECT model, pointer, max(seq) FROM pointer_changes GROUP BY model, pointer").fetchall()
+        self._stamps = {(row[0], row[1]): row[2] for row in rows}
+
     def set_serving(self, name: str, version: int) -> ServingPointer:
         with self.database.transaction() as db:
             current = _serving(db, name)
             history = [] if current is None else [*current.history, current.version]
-            _move(db, name, SERVING, version)
+            moved = {SERVING: _move(db, name, SERVING, version)}
             if _current(db, name, SHADOW) == version:  # promoted: it no longer answers beside the serving version
-                _move(db, name, SHADOW, None)
+                moved[SHADOW] = _move(db, name, SHADOW, None)
+        self._moved(name, moved)
         return ServingPointer(version, history[-HISTORY_KEPT:])
 
     def shadow(self, name: str) -> int | None:
@@ -173,13 +195,15 @@ class PostgresPointers:
 
     def set_shadow(self, name: str, version: int) -> None:
         with self.database.transaction() as db:
-            _move(db, name, SHADOW, version)
+            moved = {SHADOW: _move(db, name, SHADOW, version)}
+        self._moved(name, moved)
 
     def clear_shadow(self, name: str) -> bool:
         with self.database.transaction() as db:
             if _current(db, name, SHADOW) is None:
                 return False
-            _move(db, name, SHADOW, None)
+            moved = {SHADOW: _move(db, name, SHADOW, None)}
+        self._moved(name, moved)
         return True
 
     def serving_history(self, name: str) -> list[ServingPeriod]:
@@ -193,11 +217,16 @@ class PostgresPointers:
         return [ServingPeriod(row["version"], row["changed_at"], end) for row, end in zip(rows, ends, strict=False)]
 
     def _stamp(self, name: str, pointer: str) -> Stamp:
-        with self.database.connect() as db:
-            row = db.execute(
-                "SELECT max(seq) FROM pointer_changes WHERE model = ? AND pointer = ?", (name, pointer)
-            ).fetchone()
-        return None if row[0] is None else (row[0], 0)
+        if self._stamps is None:  # the first look (start-up, in a thread): read them
+            self.check_stamps()
+        assert self._stamps is not None
+        seq = self._stamps.get((name, pointer))
+        return None if seq is None else (seq, 0)
+
+    def _moved(self, name: str, moved: dict[str, int]) -> None:
+        """This process's own move: its stamps without waiting for the next check."""
+        if self._stamps is not None:
+            self._stamps.update({(name, pointer): seq for pointer, seq in moved.items()})
 
 
 def _serving(db: Connection, name: str) -> ServingPointer | None:
@@ -217,7 +246,10 @@ def _current(db: Connection, name: str, pointer: str) -> int | None:
     return None if row is None else row["version"]
 
 
-def _move(db: Connection, name: str, pointer: str, version: int | None) -> None:
-    """Record a move and tell the listeners (PostgreSQL delivers the NOTIFY when the transaction commits)."""
-    db.execute("INSERT INTO pointer_changes (model, pointer, version) VALUES (?, ?, ?)", (name, pointer, version))
+def _move(db: Connection, name: str, pointer: str, version: int | None) -> int:
+    """Record a move and tell the listeners (PostgreSQL delivers the NOTIFY when the transaction commits); its seq."""
+    seq = db.execute(
+        "INSERT INTO pointer_changes (model, pointer, version) VALUES (?, ?, ?) RETURNING seq", (name, pointer, version)
+    ).fetchone()[0]
     db.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{name} {pointer}"))
+    return int(seq)

@@ -12,8 +12,9 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from prediction_service.core.errors import DependencyUnavailable
 from prediction_service.storage.database import Connection, Cursor, Dialect
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Postgres:
             min_size=1,
             max_size=max_connections,
             open=False,
-            timeout=10,  # seconds a caller waits for a connection (the server may be away)
+            timeout=3,  # seconds a caller waits for a connection: then 503 (the server is away, or all are busy)
             check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
             kwargs={"autocommit": True, "row_factory": _rows, **KEEPALIVES},
             name="prediction-service",
@@ -109,10 +110,25 @@ class Postgres:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if not self._ready:
-            self._open()
-        with self._pool.connection() as connection:
-            yield connection
+        """A pooled connection; DependencyUnavailable (503) while the server cannot be reached."""
+        try:
+            if not self._ready:
+                self._open()
+            with self._pool.connection() as connection:
+                yield connection
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            # Also a connection lost mid-transaction (rolled back: nothing half-written stays).
+            raise DependencyUnavailable(
+                f"the database is unavailable ({str(error).strip().splitlines()[0][:200]}); retry in a few seconds"
+            ) from error
+
+    def reachable(self) -> bool:
+        try:
+            with self.connection() as connection:
+                connection.execute("SELECT 1")
+        except DependencyUnavailable:
+            return False
+        return True
 
     def _open(self) -> None:
         with self._ready_lock:

@@ -138,8 +138,12 @@ class ModelStore:
         return self.pointers.serving(name)
 
     def pointer_stamp(self, name: str) -> Stamp:
-        """Cheap change detector for the serving pointer."""
+        """Cheap change detector for the serving pointer (no I/O but a stat), as of the last `check_stamps`."""
         return self.pointers.pointer_stamp(name)
+
+    def check_stamps(self) -> None:
+        """Read where every pointer stands now (I/O), for the stamps."""
+        self.pointers.check_stamps()
 
     def set_serving(self, name: str, version: int) -> ServingPointer:
         """Point the model at `version` (which must exist and verify); atomic. Ends its shadow if it was `version`."""

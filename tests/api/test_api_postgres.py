@@ -1,11 +1,13 @@
 """The service with DATABASE_URL: jobs, the serving pointers and their history, and the learning loop's records
 live in PostgreSQL, not in MODEL_DIR's SQLite files."""
 
+import time
 from pathlib import Path
 
 import psycopg
 from conftest import AUTH, SAMPLES, make_settings, wait_for_job
 from fastapi.testclient import TestClient
+from postgres import PostgresServer
 
 from prediction_service.api.app import create_app
 from prediction_service.storage.layout import Layout
@@ -58,3 +60,48 @@ def test_a_service_keeps_its_records_in_postgresql(model_dir: Path, postgres_url
     layout = Layout(model_dir)
     assert not layout.jobs.exists()
     assert not layout.learning.exists()
+
+
+def test_with_the_database_down_predictions_go_on_writes_get_503_and_all_recovers(
+    model_dir: Path, own_postgres_server: PostgresServer
+) -> None:
+    server = own_postgres_server
+    penguin = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
+    with TestClient(create_app(make_settings(model_dir, database_url=server.url()))) as client:
+        prediction_id = client.get("/predict", params=penguin).json()["prediction_id"]
+
+        def label(name: str):
+            return client.post(f"/predictions/{prediction_id}/feedback", json={"label": name}, headers=AUTH)
+
+        assert label("Adelie").status_code == 201
+        server.stop()
+
+        for _ in range(20):  # answers go on from what is loaded; their log is dropped meanwhile
+            assert client.get("/predict", params=penguin).status_code == 200
+        image = client.post("/predict-image", files={"file": ("d.png", (SAMPLES / "test_img0.png").read_bytes())})
+        assert image.status_code == 200, image.text
+        refused = [
+            label("Gentoo"),
+            client.post("/models/penguins/versions/1/activate", headers=AUTH),
+            client.post(
+                "/upload-penguins",
+                files={"file": ("rows.csv", (SAMPLES / "penguin_rows.csv").read_bytes(), "text/csv")},
+                headers=AUTH,
+            ),
+        ]
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert int(response.headers["Retry-After"]) > 0
+            assert "database is unavailable" in response.json()["detail"]
+
+        server.start()
+        deadline = time.monotonic() + 15  # the pool reconnects by itself
+        while (relabelled := label("Gentoo")).status_code != 201:
+            assert relabelled.status_code == 503, relabelled.text
+            assert time.monotonic() < deadline, relabelled.text
+            time.sleep(0.2)
+        assert relabelled.json()["replaced_label"] == "Adelie"
+        assert client.post("/models/penguins/versions/1/activate", headers=AUTH).status_code == 200
+        later = client.get("/predict", params=penguin).json()["prediction_id"]  # logged again
+        labelled = client.post(f"/predictions/{later}/feedback", json={"label": "Adelie"}, headers=AUTH)
+        assert labelled.status_code == 201, labelled.text
