@@ -228,9 +228,9 @@ class Services:
     def _wait_for_database(self) -> None:
         """Start once the database answers (nothing can be served without the pointers it keeps)."""
         assert self.postgres is not None
-        waited = 0.0
+        attempts = 0
         while not self.postgres.reachable():
-            if waited % 30 == 0:
-                log.warning("waiting for the database (DATABASE_URL) before serving; retrying every second")
+            if attempts % 30 == 0:
+                log.warning("waiting for the database (DATABASE_URL) before serving; retrying every few seconds")
+            attempts += 1
             time.sleep(1)
-            waited += 1

@@ -203,10 +203,9 @@ class JobStore:
     def claim_next(self) -> Job | None:
         """Mark the oldest queued job running and return it (atomic across processes)."""
         with self.database.transaction() as db:
-            row = db.execute(
-                f"SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1{self.database.dialect.for_update}",  # noqa: S608 - the dialect's SQL
-                (QUEUED,),
-            ).fetchone()
+            lock = self.database.dialect.for_update
+            oldest = f"SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1{lock}"  # noqa: S608 - the dialect's SQL
+            row = db.execute(oldest, (QUEUED,)).fetchone()
             if row is None:
                 return None
             db.execute(
@@ -219,9 +218,9 @@ class JobStore:
     def set_progress(self, job_id: str, progress: dict[str, Any], epoch: dict[str, Any] | None = None) -> None:
         with self.database.transaction() as db:
             if epoch is not None:
+                history = self.database.dialect.json_append("history")
                 db.execute(
-                    f"UPDATE jobs SET progress = ?, history = {self.database.dialect.json_append('history')} "  # noqa: S608 - the dialect's SQL
-                    "WHERE id = ? AND status = ?",
+                    f"UPDATE jobs SET progress = ?, history = {history} WHERE id = ? AND status = ?",  # noqa: S608
                     (json.dumps(progress), json.dumps(epoch), job_id, RUNNING),
                 )
             else:
@@ -236,7 +235,7 @@ class JobStore:
         with self.database.transaction() as db:
             progress = self.database.dialect.json_set("progress", {"stage": "'finishing'", "outcome": "?"})
             db.execute(
-                f"UPDATE jobs SET progress = {progress} WHERE id = ? AND status = ?",  # noqa: S608 - the dialect's SQL
+                f"UPDATE jobs SET progress = {progress} WHERE id = ? AND status = ?",  # noqa: S608 - dialect SQL
                 (json.dumps(outcome), job_id, RUNNING),
             )
 

@@ -78,6 +78,7 @@ def test_with_the_database_down_predictions_go_on_writes_get_503_and_all_recover
 
         for _ in range(20):  # answers go on from what is loaded; their log is dropped meanwhile
             assert client.get("/predict", params=penguin).status_code == 200
+        assert client.get("/metrics").status_code == 200  # without the shadows' figures
         image = client.post("/predict-image", files={"file": ("d.png", (SAMPLES / "test_img0.png").read_bytes())})
         assert image.status_code == 200, image.text
         refused = [
