@@ -20,15 +20,14 @@ from prediction_service.core.settings import get_settings
 from prediction_service.models.catalog import build_models, model_names
 from prediction_service.models.interface import ModelContext
 from prediction_service.models.registry import Registry
+from prediction_service.storage.backends import model_store, postgres
 from prediction_service.storage.layout import Layout
-from prediction_service.storage.objects import object_store
-from prediction_service.storage.versions import ModelStore
 
 
 def train(args: argparse.Namespace) -> int:
     settings = get_settings()
     models = [model for model in build_models(ModelContext(settings)) if not args.model or model.name in args.model]
-    registry = Registry(ModelStore(settings.model_dir, object_store(settings.model_store_url)), models)
+    registry = Registry(model_store(settings, postgres(settings)), models)
     registry.start()
     for name in registry.models:
         status = registry.status(name)
@@ -46,7 +45,7 @@ def worker(args: argparse.Namespace) -> int:
 
 def versions(args: argparse.Namespace) -> int:
     settings = get_settings()
-    store = ModelStore(settings.model_dir, object_store(settings.model_store_url))
+    store = model_store(settings, postgres(settings))
     for name in model_names():
         if args.model and name not in args.model:
             continue
@@ -71,7 +70,7 @@ def versions(args: argparse.Namespace) -> int:
 
 def activate(args: argparse.Namespace) -> int:
     settings = get_settings()
-    store = ModelStore(settings.model_dir, object_store(settings.model_store_url))
+    store = model_store(settings, postgres(settings))
     store.set_serving(args.model, args.version)
     print(f"{args.model}: version {args.version} serves (running servers switch within {settings.reload_interval} s)")
     return 0

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from postgres import own_postgres_server, postgres, postgres_server, postgres_url, records_home  # noqa: F401 - fixtures
 
 from prediction_service.api.app import create_app
 from prediction_service.core.settings import Settings

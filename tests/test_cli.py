@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 from conftest import MNIST_SMALL, ROOT
 
 
@@ -58,3 +59,18 @@ def test_token_prints_the_generated_token(tmp_path: Path) -> None:
     printed = cli("token", model_dir=tmp_path).stdout.strip()
     assert printed == (tmp_path / "admin_token").read_text().strip()
     assert cli("token", model_dir=tmp_path, ADMIN_TOKEN="chosen").stdout.strip() == "chosen"
+
+
+def test_with_database_url_the_pointers_are_in_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    model_dir = tmp_path / "store"
+    trained = cli("train", "penguins", model_dir=model_dir, DATABASE_URL=postgres_url)
+    assert trained.returncode == 0, trained.stderr
+    shutil.copytree(model_dir / "penguins" / "1", model_dir / "penguins" / "2")
+    activated = cli("activate", "penguins", "2", model_dir=model_dir, DATABASE_URL=postgres_url)
+    assert activated.returncode == 0, activated.stderr
+    listed = cli("versions", "penguins", model_dir=model_dir, DATABASE_URL=postgres_url)
+    assert " *   2 " in listed.stdout
+    assert not (model_dir / "penguins" / "serving.json").exists()
+    with psycopg.connect(postgres_url) as connection:
+        moves = connection.execute("SELECT model, pointer, version FROM pointer_changes ORDER BY seq").fetchall()
+    assert moves == [("penguins", "serving", 1), ("penguins", "serving", 2)]

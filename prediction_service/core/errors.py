@@ -66,6 +66,16 @@ class Forbidden(ServiceError):
     status_code = 403
 
 
+class DependencyUnavailable(ServiceError):
+    """A service that this request needs (the database) is away: predictions go on from what is loaded, but
+    what must be written or read there waits until it is back."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
 def _rebuild(kind: type[ServiceError], detail: str) -> ServiceError:
     error = kind.__new__(kind)
     Exception.__init__(error, detail)

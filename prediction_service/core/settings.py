@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     model_store_url: str | None = Field(
         None, description="s3://bucket/prefix: versions, uploads and data in object storage; unset: MODEL_DIR."
     )
+    database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://...: jobs, pointers and the learning loop's records; unset: SQLite in MODEL_DIR.",
+    )
 
     # First training of the mnist model
     mnist_epochs: int = Field(15, ge=1)
@@ -117,6 +121,15 @@ class Settings(BaseSettings):
 
         parse_store_url(value.strip())  # says what a good one looks like
         return value.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL (or be unset: SQLite in MODEL_DIR)")
+        return value
 
     @field_validator("retrain_schedule")
     @classmethod

@@ -177,9 +177,19 @@ class Registry:
 
     def refresh(self) -> None:
         """Serve what the store's pointers name now (cheap when nothing changed)."""
+        self.store.check_stamps()
         for name in self.models:
             self.refresh_model(name)
             self.refresh_shadow(name)
+
+    def pointer_moved(self, name: str | None, pointer: str | None) -> None:
+        """Told that a pointer moved (storage.pointer_listener, in its thread): serve what it names now.
+        `pointer`: "serving" or "shadow"; `name` None: anything may have moved."""
+        if name is None:
+            self.refresh()
+        elif name in self.models:
+            self.store.check_stamps()
+            (self.refresh_shadow if pointer == "shadow" else self.refresh_model)(name)
 
     def pointer_changed(self, name: str) -> bool:
         """Whether the store names another serving version than the one loaded here (a stat); also for a model

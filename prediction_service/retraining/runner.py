@@ -195,7 +195,13 @@ class JobRunner:
             *(["--store-url", settings.model_store_url] if settings.model_store_url else []),
             settings=settings,
             threads=settings.training_threads,
-            env={**os.environ, "TF_NUM_INTRAOP_THREADS": str(settings.training_threads), "TF_NUM_INTEROP_THREADS": "1"},
+            env={
+                **os.environ,
+                "TF_NUM_INTRAOP_THREADS": str(settings.training_threads),
+                "TF_NUM_INTEROP_THREADS": "1",
+                # The job's records and pointers where this process keeps them ("": SQLite in MODEL_DIR).
+                "DATABASE_URL": settings.database_url.get_secret_value() if settings.database_url else "",
+            },
             # Low priority from its first instruction: its imports (seconds of CPU) must not slow serving either.
             preexec_fn=lambda: _lower_priority(settings.training_niceness),
         )

@@ -28,9 +28,11 @@ import numpy as np
 
 from prediction_service.core.child_process import child_arguments, set_up_child
 from prediction_service.core.provenance import library_versions
+from prediction_service.core.settings import Settings
 from prediction_service.models.catalog import model_named
 from prediction_service.models.interface import RetrainingRecipe, final_epoch
 from prediction_service.retraining import replay
+from prediction_service.storage.backends import model_store, postgres
 from prediction_service.storage.jobs import (
     FAILED,
     REJECTED,
@@ -42,7 +44,6 @@ from prediction_service.storage.jobs import (
     job_result_of,
 )
 from prediction_service.storage.layout import Layout
-from prediction_service.storage.objects import object_store
 from prediction_service.storage.uploads import UploadStore
 from prediction_service.storage.versions import ModelStore
 
@@ -162,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, args.niceness)
 
     layout = Layout(args.model_dir)
-    store = ModelStore(args.model_dir, object_store(args.store_url))
-    jobs = JobStore(layout.jobs)
+    settings = Settings(model_dir=args.model_dir, model_store_url=args.store_url)  # DATABASE_URL: from the runner
+    server = postgres(settings)
+    store = model_store(settings, server)
+    jobs = JobStore(server or layout.jobs)
     uploads = UploadStore(layout.uploads, store.objects)
     job = jobs.get(args.job_id)
     try:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from prediction_service.core.errors import Conflict
+from prediction_service.core.errors import Conflict, DependencyUnavailable
 from prediction_service.models.interface import ShadowAnswers
 from prediction_service.models.registry import Registry
 from prediction_service.storage.shadows import ShadowAnswer, ShadowCounts, ShadowRecords
@@ -176,7 +176,13 @@ class ShadowRunner:
             "The serving version's accuracy on the same requests.",
             labels=labels,
         )
-        for (model, version), counts in sorted(self.records.all_counts().items()):
+        try:
+            figures = self.records.all_counts()
+            shadows = {name: self.registry.store.shadow(name) for name in self.registry.models}
+        except DependencyUnavailable as error:  # the rest of /metrics still answers
+            log.warning("/metrics without the shadows' figures: %s", error.detail)
+            return
+        for (model, version), counts in sorted(figures.items()):
             values = [model, str(version)]
             for name, counter in counters.items():
                 counter.add_metric(values, getattr(counts, name))
@@ -190,8 +196,8 @@ class ShadowRunner:
         active = GaugeMetricFamily(
             "model_shadow_version", "The version answering in shadow (0: none).", labels=["model"]
         )
-        for name in self.registry.models:
-            active.add_metric([name], self.registry.store.shadow(name) or 0)
+        for name, shadow in shadows.items():
+            active.add_metric([name], shadow or 0)
         yield from (*counters.values(), agreement, accuracy, serving_accuracy, active)
 
     # The background work

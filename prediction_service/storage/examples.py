@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prediction_service.storage.sqlite import SqliteDatabase, array_columns, array_from_columns
+from prediction_service.storage.backends import open_database
+from prediction_service.storage.postgres import Postgres
+from prediction_service.storage.sqlite import array_columns, array_from_columns
 
 FEEDBACK = "feedback"
 
@@ -51,8 +53,9 @@ class Recorded:
 
 
 class ExampleStore:
-    def __init__(self, path: Path) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
+    def __init__(self, where: Path | Postgres) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self.database = open_database(where, SCHEMA, exclusive_table="examples")
 
     def record(self, model: str, source: str, prediction_id: str, label: str, values: np.ndarray) -> Recorded:
         """Keep a labelled example; a second label for the same prediction replaces the first (under a new id:
@@ -70,9 +73,9 @@ class ExampleStore:
                 return Recorded(kept, None)
             if previous is not None:
                 db.execute("DELETE FROM examples WHERE prediction_id = ?", (prediction_id,))
-            cursor = db.execute(
+            inserted = db.execute(
                 "INSERT INTO examples (model, source, prediction_id, label, input, input_dtype, input_shape, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     model,
                     source,
@@ -82,7 +85,7 @@ class ExampleStore:
                     created_at,
                 ),
             )
-            example_id = int(cursor.lastrowid or 0)
+            example_id = int(inserted.fetchone()[0])
         example = Example(example_id, model, source, prediction_id, label, values, created_at)
         return Recorded(example, previous["label"] if previous is not None else None)
 
@@ -114,8 +117,8 @@ class ExampleStore:
         with self.database.connect() as db:
             rows = db.execute(
                 "SELECT * FROM (SELECT * FROM examples WHERE model = ? AND id > ? AND id <= ? ORDER BY id DESC "
-                "LIMIT ?) ORDER BY id",
-                (model, after, up_to, -1 if newest is None else newest),  # LIMIT -1: no limit
+                "LIMIT ?) AS newest ORDER BY id",
+                (model, after, up_to, 1 << 62 if newest is None else newest),  # no limit
             ).fetchall()
         return [
             Example(

@@ -1,4 +1,5 @@
-"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR.
+"""Retraining job records in SQLite (MODEL_DIR/jobs.sqlite3), shared by every process that uses MODEL_DIR, or in
+PostgreSQL (DATABASE_URL; the table's schema: storage/migrations).
 
 States: queued -> running -> succeeded | rejected | failed | interrupted (failed and interrupted can be retried,
 back to queued). A running job is held under a lease (owner, expiry) that its worker renews; a job whose lease
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from prediction_service.core.errors import Conflict, NotFound
-from prediction_service.storage.sqlite import SqliteDatabase
+from prediction_service.storage.backends import open_database
+from prediction_service.storage.database import Connection, Dialect
+from prediction_service.storage.postgres import Postgres
 from prediction_service.storage.versions import StoredVersion, utc_now
 
 QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, INTERRUPTED = (
@@ -157,9 +160,9 @@ def job_result_of(manifest: dict[str, Any], version: int | None, published: bool
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.database = SqliteDatabase(path, SCHEMA, upgrade=add_lease_columns)
+    def __init__(self, where: Path | Postgres) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self.database = open_database(where, SCHEMA, upgrade=add_lease_columns, exclusive_table="jobs")
 
     def create(self, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any]) -> Job:
         with self.database.transaction() as db:
@@ -171,20 +174,20 @@ class JobStore:
     ) -> Job | None:
         """Queue an automatic job on the examples up to `upload["examples_watermark"]`, unless another automatic
         job of the model waits or runs, or another attempt was made since the caller saw `last_watermark`
-        (then None). Checked and written in one BEGIN IMMEDIATE transaction: one winner across processes."""
-        with self.database.transaction() as db:
-            if _last_automatic_watermark(db, model) != last_watermark:
-                return None
-            try:
+        (then None). Checked and written in one exclusive transaction: one winner across processes."""
+        try:
+            with self.database.transaction() as db:
+                if _last_automatic_watermark(db, self.database.dialect, model) != last_watermark:
+                    return None
                 _insert(db, job_id, model, upload, params, AUTOMATIC)
-            except sqlite3.IntegrityError:  # jobs_one_automatic: one is queued or running
-                return None
+        except self.database.dialect.integrity_errors:  # jobs_one_automatic: one is queued or running
+            return None
         return self.get(job_id)
 
     def last_automatic_watermark(self, model: str) -> int:
         """The highest example id an automatic job of `model` was given (0: none yet)."""
         with self.database.connect() as db:
-            return _last_automatic_watermark(db, model)
+            return _last_automatic_watermark(db, self.database.dialect, model)
 
     def active_automatic(self, model: str) -> Job | None:
         with self.database.connect() as db:
@@ -206,7 +209,8 @@ class JobStore:
     def upload_ids(self) -> set[str]:
         """The ids of the uploads that jobs train on (any state: a finished job's upload is replayed later)."""
         with self.database.connect() as db:
-            rows = db.execute("SELECT json_extract(upload, '$.id') FROM jobs").fetchall()
+            upload_id = self.database.dialect.json_text("upload", "id")
+            rows = db.execute(f"SELECT {upload_id} FROM jobs").fetchall()  # noqa: S608 - the dialect's SQL
         return {row[0] for row in rows if row[0]}
 
     def get(self, job_id: str) -> Job:
@@ -232,17 +236,19 @@ class JobStore:
 
     def claim_next(self, owner: str, lease_seconds: float) -> Job | None:
         """Hold the oldest job that is queued (its model has no job running) or running under an expired lease,
-        for `owner` until `lease_seconds` from now (renew extends it). One BEGIN IMMEDIATE transaction: one winner
-        across processes. A job claimed again keeps in progress["lease_expired"] its lost run's progress and
+        for `owner` until `lease_seconds` from now (renew extends it). One exclusive transaction (SQLite: BEGIN
+        IMMEDIATE; PostgreSQL: the table locked against other writers, the row FOR UPDATE SKIP LOCKED): one winner
+        across processes and hosts. A job claimed again keeps in progress["lease_expired"] its lost run's progress and
         attempts: that run may have got as far as a verdict. Its attempts count on up to MAX_ATTEMPTS."""
         now = time.time()
         with self.database.transaction() as db:
-            row = db.execute(
+            claimable = (
                 "SELECT * FROM jobs AS j WHERE (status = ? AND NOT EXISTS "
                 "(SELECT 1 FROM jobs AS r WHERE r.model = j.model AND r.status = ?)) "
-                "OR (status = ? AND lease_expires < ?) ORDER BY seq LIMIT 1",
-                (QUEUED, RUNNING, RUNNING, now),
-            ).fetchone()
+                "OR (status = ? AND lease_expires < ?) ORDER BY seq LIMIT 1"
+            )
+            skip_locked = self.database.dialect.skip_locked
+            row = db.execute(claimable + skip_locked, (QUEUED, RUNNING, RUNNING, now)).fetchone()
             if row is None:
                 return None
             job = Job.from_row(row)
@@ -290,9 +296,9 @@ class JobStore:
     def set_progress(self, job_id: str, progress: dict[str, Any], epoch: dict[str, Any] | None = None) -> None:
         with self.database.transaction() as db:
             if epoch is not None:
+                history = self.database.dialect.json_append("history")
                 db.execute(
-                    "UPDATE jobs SET progress = ?, history = json_insert(history, '$[#]', json(?)) "
-                    "WHERE id = ? AND status = ?",
+                    f"UPDATE jobs SET progress = ?, history = {history} WHERE id = ? AND status = ?",  # noqa: S608
                     (json.dumps(progress), json.dumps(epoch), job_id, RUNNING),
                 )
             else:
@@ -317,9 +323,9 @@ class JobStore:
         with self.database.transaction() as db:
             if owner is not None and not _holds_lease(db, job_id, owner):
                 return False
+            progress = self.database.dialect.json_set("progress", {"stage": "'finishing'", "outcome": "?"})
             db.execute(
-                "UPDATE jobs SET progress = json_set(coalesce(progress, '{}'), '$.stage', 'finishing', "
-                "'$.outcome', json(?)) WHERE id = ? AND status = ?",
+                f"UPDATE jobs SET progress = {progress} WHERE id = ? AND status = ?",  # noqa: S608 - dialect SQL
                 (json.dumps(outcome), job_id, RUNNING),
             )
             if publish is not None:
@@ -346,26 +352,28 @@ class JobStore:
         return self.recent(limit=1000, status=RUNNING)
 
     def retry(self, job_id: str) -> Job:
-        with self.database.transaction() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
-            if row["status"] not in RETRYABLE:
-                raise Conflict(f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried")
-            try:
+        try:
+            with self.database.transaction() as db:
+                row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"there is no job {job_id[:64]!r}; GET /jobs lists them")
+                if row["status"] not in RETRYABLE:
+                    raise Conflict(
+                        f"job {job_id} is {row['status']}; only {' or '.join(RETRYABLE)} jobs can be retried"
+                    )
                 db.execute(
                     "UPDATE jobs SET status = ?, progress = NULL, finished_at = NULL WHERE id = ?", (QUEUED, job_id)
                 )
-            except sqlite3.IntegrityError:
-                raise Conflict(
-                    f"job {job_id} is automatic and another automatic job of its model is queued or running; "
-                    "retry it once that one has finished"
-                ) from None
+        except self.database.dialect.integrity_errors:
+            raise Conflict(
+                f"job {job_id} is automatic and another automatic job of its model is queued or running; "
+                "retry it once that one has finished"
+            ) from None
         return self.get(job_id)
 
 
 def _insert(
-    db: sqlite3.Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
+    db: Connection, job_id: str, model: str, upload: dict[str, Any], params: dict[str, Any], trigger: str
 ) -> None:
     db.execute(
         "INSERT INTO jobs (id, model, status, created_at, upload, params, trigger) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -373,7 +381,7 @@ def _insert(
     )
 
 
-def _holds_lease(db: sqlite3.Connection, job_id: str, owner: str) -> bool:
+def _holds_lease(db: Connection, job_id: str, owner: str) -> bool:
     row = db.execute(
         "SELECT 1 FROM jobs WHERE id = ? AND status = ? AND lease_owner = ? AND lease_expires > ?",
         (job_id, RUNNING, owner, time.time()),
@@ -381,9 +389,8 @@ def _holds_lease(db: sqlite3.Connection, job_id: str, owner: str) -> bool:
     return row is not None
 
 
-def _last_automatic_watermark(db: sqlite3.Connection, model: str) -> int:
-    row = db.execute(
-        "SELECT max(json_extract(upload, '$.examples_watermark')) FROM jobs WHERE model = ? AND trigger = ?",
-        (model, AUTOMATIC),
-    ).fetchone()
+def _last_automatic_watermark(db: Connection, dialect: Dialect, model: str) -> int:
+    watermark = dialect.json_int("upload", "examples_watermark")
+    query = f"SELECT max({watermark}) FROM jobs WHERE model = ? AND trigger = ?"  # noqa: S608 - the dialect's SQL
+    row = db.execute(query, (model, AUTOMATIC)).fetchone()
     return int(row[0] or 0)

@@ -8,14 +8,16 @@ prediction is found by its id through the range of ids each batch holds (ids are
 """
 
 import json
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from prediction_service.storage.sqlite import SqliteDatabase, array_from_columns
+from prediction_service.storage.backends import open_database
+from prediction_service.storage.postgres import Postgres
+from prediction_service.storage.sqlite import array_from_columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction_batches (
@@ -49,8 +51,9 @@ class LoggedPrediction:
 
 
 class PredictionLog:
-    def __init__(self, path: Path, max_rows: int) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
+    def __init__(self, where: Path | Postgres, max_rows: int) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self.database = open_database(where, SCHEMA)
         self.max_rows = max_rows
 
     def append(self, predictions: list[LoggedPrediction]) -> None:
@@ -113,7 +116,7 @@ class PredictionLog:
             return int(db.execute("SELECT coalesce(sum(rows), 0) FROM prediction_batches").fetchone()[0])
 
 
-def _unpack(row: sqlite3.Row, index: int) -> LoggedPrediction:
+def _unpack(row: Any, index: int) -> LoggedPrediction:
     inputs = array_from_columns(row["inputs"], row["input_dtype"], f"{row['rows']},{row['input_shape']}")
     return LoggedPrediction(
         row["ids"].split(",")[index],

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from prediction_service.storage.sqlite import SqliteDatabase
+from prediction_service.storage.backends import open_database
+from prediction_service.storage.postgres import Postgres
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadow_figures (
@@ -69,8 +70,9 @@ class ShadowAnswer(NamedTuple):
 
 
 class ShadowRecords:
-    def __init__(self, path: Path, max_answers: int) -> None:
-        self.database = SqliteDatabase(path, SCHEMA)
+    def __init__(self, where: Path | Postgres, max_answers: int) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server (whose transactions here lock the answer they label)."""
+        self.database = open_database(where, SCHEMA)
         self.max_answers = max_answers  # answers kept for feedback to score (like the prediction log's bound)
 
     def add(self, counts: dict[tuple[str, int], ShadowCounts], answers: list[ShadowAnswer]) -> None:
@@ -81,15 +83,10 @@ class ShadowRecords:
         if not counts and not answers:
             return
         columns = ", ".join(COUNTERS)
-        increments = ", ".join(f"{name} = {name} + excluded.{name}" for name in COUNTERS)
-        rows = [(model, version, *dataclasses.astuple(count)) for (model, version), count in counts.items()]
+        increments = ", ".join(f"{name} = shadow_figures.{name} + excluded.{name}" for name in COUNTERS)
+        # Sorted: writers that lock the same figures rows lock them in one order (no deadlock on PostgreSQL).
+        rows = [(model, version, *dataclasses.astuple(count)) for (model, version), count in sorted(counts.items())]
         with self.database.writer(synchronous="NORMAL") as db:
-            db.executemany(
-                f"INSERT INTO shadow_figures (model, shadow_version, {columns}) "  # noqa: S608 - our own column names
-                f"VALUES (?, ?{', ?' * len(COUNTERS)}) "
-                f"ON CONFLICT (model, shadow_version) DO UPDATE SET {increments}",
-                rows,
-            )
             if answers and self.max_answers > 0:
                 now = time.time()
                 db.executemany(
@@ -101,6 +98,13 @@ class ShadowRecords:
                     "DELETE FROM shadow_answers WHERE seq <= (SELECT max(seq) FROM shadow_answers) - ?",
                     (self.max_answers,),
                 )
+            # After the answers: record_label locks an answer, then its figures; never the other way round.
+            db.executemany(
+                f"INSERT INTO shadow_figures (model, shadow_version, {columns}) "  # noqa: S608 - our own column names
+                f"VALUES (?, ?{', ?' * len(COUNTERS)}) "
+                f"ON CONFLICT (model, shadow_version) DO UPDATE SET {increments}",
+                rows,
+            )
 
     def counts(self, model: str, version: int) -> ShadowCounts:
         return self.all_counts().get((model, version), ShadowCounts())
@@ -118,7 +122,8 @@ class ShadowRecords:
         """
         with self.database.transaction() as db:
             row = db.execute(
-                "SELECT * FROM shadow_answers WHERE key = ? AND prediction_id = ?", (_key(prediction_id), prediction_id)
+                f"SELECT * FROM shadow_answers WHERE key = ? AND prediction_id = ?{self.database.dialect.for_update}",  # noqa: S608 - the dialect's SQL
+                (_key(prediction_id), prediction_id),
             ).fetchone()
             if row is None:
                 return False

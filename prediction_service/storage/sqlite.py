@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from prediction_service.storage.database import SQLITE
+
 
 class SqliteDatabase:
+    """The embedded mode's storage.database.Database."""
+
+    dialect = SQLITE
+
     def __init__(self, path: Path, schema: str, upgrade: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """`upgrade`: brings a database made by an earlier release up to `schema` (run before it, in a
         BEGIN IMMEDIATE transaction, so that processes starting together do it once)."""

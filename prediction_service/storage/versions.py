@@ -17,9 +17,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,9 @@ from filelock import FileLock
 
 from prediction_service.core.errors import Conflict, NotFound
 from prediction_service.core.files import publish_folder, staged_folder, write_atomic
-from prediction_service.storage.layout import (
-    MANIFEST,
-    POINTER,
-    SHADOW_POINTER,
-    STAGING_PREFIX,
-    Layout,
-    ObjectLayout,
-)
+from prediction_service.storage.layout import MANIFEST, STAGING_PREFIX, Layout, ObjectLayout
 from prediction_service.storage.objects import MissingObject, ObjectStore
+from prediction_service.storage.pointers import FilePointers, Pointers, ServingPointer, Stamp, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -52,43 +45,12 @@ class StoredVersion:
     manifest: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class ServingPointer:
-    version: int
-    history: list[int] = field(default_factory=list)
-
-    def candidates(self) -> Iterator[int]:
-        """The serving version, then earlier serving versions, newest first: the fallbacks."""
-        seen = set()
-        for version in [self.version, *reversed(self.history)]:
-            if version not in seen:
-                seen.add(version)
-                yield version
-
-    def published(self) -> set[int]:
-        """Every version that has served (a stored version not in it is a rejected candidate)."""
-        return {self.version, *self.history}
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _file_stamp(path: Path) -> tuple[int, int] | None:
-    """Cheap change detector for a pointer file: (inode, mtime in ns); None while it does not exist."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _full_manifest(name: str, version: int, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -145,10 +107,12 @@ PUBLISH_ATTEMPTS = 20
 
 
 class ModelStore:
-    def __init__(self, root: Path, objects: ObjectStore | None = None) -> None:
-        """`objects`: where versions and shared files live (MODEL_DIR is then their cache); None: MODEL_DIR."""
+    def __init__(self, root: Path, objects: ObjectStore | None = None, pointers: Pointers | None = None) -> None:
+        """`objects`: where versions and shared files live (MODEL_DIR is then their cache; None: MODEL_DIR);
+        `pointers`: where the serving and shadow pointers live (None: files in `root`)."""
         self.layout = Layout(root)
         self.objects = objects
+        self.pointers = pointers or FilePointers(self.layout, self.lock)
 
     def model_path(self, name: str) -> Path:
         return self.layout.model(name)
@@ -306,65 +270,44 @@ class ModelStore:
         self.objects.delete(orphans)
         return orphans
 
-    # The serving pointer
+    # The pointers (storage.pointers): a version must exist and verify before one names it
 
     def serving(self, name: str) -> ServingPointer | None:
-        try:
-            data = json.loads((self.model_path(name) / POINTER).read_text())
-            return ServingPointer(int(data["version"]), [int(v) for v in data.get("history", [])])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("unreadable serving pointer of %s: %s", name, error)
-            return None
+        return self.pointers.serving(name)
 
-    def pointer_stamp(self, name: str) -> tuple[int, int] | None:
-        """Cheap change detector for the pointer file: (inode, mtime in ns)."""
-        return _file_stamp(self.model_path(name) / POINTER)
+    def pointer_stamp(self, name: str) -> Stamp:
+        """Cheap change detector for the serving pointer (no I/O but a stat), as of the last `check_stamps`."""
+        return self.pointers.pointer_stamp(name)
+
+    def check_stamps(self) -> None:
+        """Read where every pointer stands now (I/O), for the stamps."""
+        self.pointers.check_stamps()
 
     def set_serving(self, name: str, version: int) -> ServingPointer:
-        """Point the model at `version` (which must exist and verify); atomic."""
+        """Point the model at `version` (which must exist and verify); atomic. Ends its shadow if it was `version`."""
         self.read_version(name, version)
-        with self.lock(name):
-            current = self.serving(name)
-            history = [] if current is None else [*current.history, current.version]
-            pointer = ServingPointer(version, history[-50:])
-            payload = {"version": version, "history": pointer.history, "updated_at": utc_now()}
-            write_atomic(self.model_path(name) / POINTER, json.dumps(payload).encode())
-            if self.shadow(name) == version:  # promoted: it no longer answers beside the serving version
-                (self.model_path(name) / SHADOW_POINTER).unlink(missing_ok=True)
+        pointer = self.pointers.set_serving(name, version)
         log.info("%s now serves version %d", name, version)
         return pointer
 
     # The shadow pointer: a version that answers beside the serving one, to be compared with it
 
     def shadow(self, name: str) -> int | None:
-        try:
-            return int(json.loads((self.model_path(name) / SHADOW_POINTER).read_text())["version"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("unreadable shadow pointer of %s: %s", name, error)
-            return None
+        return self.pointers.shadow(name)
 
-    def shadow_stamp(self, name: str) -> tuple[int, int] | None:
-        return _file_stamp(self.model_path(name) / SHADOW_POINTER)
+    def shadow_stamp(self, name: str) -> Stamp:
+        return self.pointers.shadow_stamp(name)
 
     def set_shadow(self, name: str, version: int) -> None:
         """Make `version` (which must exist and verify) the shadow; atomic."""
         self.read_version(name, version)
-        with self.lock(name):
-            payload = {"version": version, "updated_at": utc_now()}
-            write_atomic(self.model_path(name) / SHADOW_POINTER, json.dumps(payload).encode())
+        self.pointers.set_shadow(name, version)
         log.info("%s version %d now answers in shadow", name, version)
 
     def clear_shadow(self, name: str) -> bool:
         """End the shadow; False if there was none."""
-        with self.lock(name):
-            try:
-                (self.model_path(name) / SHADOW_POINTER).unlink()
-            except FileNotFoundError:
-                return False
+        if not self.pointers.clear_shadow(name):
+            return False
         log.info("%s has no shadow any more", name)
         return True
 

@@ -19,6 +19,7 @@ from prediction_service.storage.jobs import (
     JobStore,
     new_job_id,
 )
+from prediction_service.storage.postgres import Postgres
 
 OWNER = "a worker"
 
@@ -29,8 +30,8 @@ def make_job(store: JobStore) -> str:
     return job_id
 
 
-def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_jobs_are_claimed_oldest_first_and_listed_newest_first(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     first, second = make_job(store), make_job(store)
     assert [job.id for job in store.recent()] == [second, first]
     claimed = store.claim_next(OWNER, 60)
@@ -39,8 +40,8 @@ def test_jobs_are_claimed_oldest_first_and_listed_newest_first(tmp_path: Path) -
     assert store.get(second).status == QUEUED
 
 
-def test_progress_history_and_outcome(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_progress_history_and_outcome(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     job_id = make_job(store)
     store.claim_next(OWNER, 60)
     store.set_progress(job_id, {"stage": "training", "epoch": 1}, {"epoch": 1, "loss": 0.5})
@@ -54,13 +55,13 @@ def test_progress_history_and_outcome(tmp_path: Path) -> None:
     assert store.get(job_id).result == {"version": 2}
 
 
-def test_a_second_process_sees_the_same_records(tmp_path: Path) -> None:
-    job_id = make_job(JobStore(tmp_path / "jobs.sqlite3"))
-    assert JobStore(tmp_path / "jobs.sqlite3").get(job_id).status == QUEUED
+def test_a_second_process_sees_the_same_records(records_home: Path | Postgres) -> None:
+    job_id = make_job(JobStore(records_home))
+    assert JobStore(records_home).get(job_id).status == QUEUED
 
 
-def test_only_failed_or_interrupted_jobs_can_be_retried(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_only_failed_or_interrupted_jobs_can_be_retried(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     job_id = make_job(store)
     with pytest.raises(Conflict, match="only failed or interrupted"):
         store.retry(job_id)
@@ -90,8 +91,8 @@ def test_a_store_made_before_automatic_jobs_gets_the_trigger_column(tmp_path: Pa
     assert store.last_automatic_watermark("mnist") == 5
 
 
-def test_one_automatic_job_per_model_at_a_time(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_one_automatic_job_per_model_at_a_time(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     first = store.create_automatic(new_job_id(), "mnist", {"examples_watermark": 10}, {}, last_watermark=0)
     assert first is not None
     assert first.trigger == AUTOMATIC
@@ -109,15 +110,14 @@ def test_one_automatic_job_per_model_at_a_time(tmp_path: Path) -> None:
         store.retry(first.id)
 
 
-def test_processes_racing_to_create_the_automatic_job_create_one(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
+def test_processes_racing_to_create_the_automatic_job_create_one(records_home: Path | Postgres) -> None:
     for _ in range(5):
-        last = JobStore(path).last_automatic_watermark("mnist")
+        last = JobStore(records_home).last_automatic_watermark("mnist")
         barrier = threading.Barrier(4)
         created: list[Job | None] = []
 
         def race(n: int, last: int = last, barrier: threading.Barrier = barrier, created: list = created) -> None:
-            store = JobStore(path)  # its own connections, as another process has
+            store = JobStore(records_home)  # its own connections, as another process has
             barrier.wait()
             created.append(
                 store.create_automatic(new_job_id(), "mnist", {"examples_watermark": last + 10 + n}, {}, last)
@@ -131,32 +131,30 @@ def test_processes_racing_to_create_the_automatic_job_create_one(tmp_path: Path)
         winners = [job for job in created if job is not None]
         assert len(created) == 4
         assert len(winners) == 1, created
-        store = JobStore(path)
+        store = JobStore(records_home)
         claimed = store.claim_next(OWNER, 60)
         assert claimed is not None
         assert claimed.id == winners[0].id
         store.finish(winners[0].id, REJECTED)
-    assert len(JobStore(path).recent()) == 5
+    assert len(JobStore(records_home).recent()) == 5
 
 
-def test_one_job_per_model_runs_at_a_time_whichever_worker_claims(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_one_job_per_model_runs_at_a_time_whichever_worker_claims(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     first, second = make_job(store), make_job(store)
     penguins = new_job_id()
     store.create(penguins, "penguins", {"id": penguins}, {})
     assert store.claim_next("worker a", 60).id == first  # type: ignore[union-attr]
     assert store.claim_next("worker b", 60).id == penguins  # type: ignore[union-attr]  # mnist is busy
     assert store.claim_next("worker c", 60) is None
-    db = sqlite3.connect(tmp_path / "jobs.sqlite3")
-    with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a second running mnist job
-        db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (second,))
-    db.close()
+    with pytest.raises(store.database.dialect.integrity_errors), store.database.transaction() as db:
+        db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (second,))  # the database itself refuses
     store.finish(first, SUCCEEDED, owner="worker a")
     assert store.claim_next("worker c", 60).id == second  # type: ignore[union-attr]
 
 
-def test_a_lease_renewed_in_time_keeps_the_job_and_an_expired_one_loses_it(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_a_lease_renewed_in_time_keeps_the_job_and_an_expired_one_loses_it(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     job_id = make_job(store)
     store.claim_next("worker a", 0.5)
     assert store.renew(job_id, "worker a", 60)
@@ -182,8 +180,8 @@ def test_a_lease_renewed_in_time_keeps_the_job_and_an_expired_one_loses_it(tmp_p
     assert store.get(job_id).progress["outcome"]["status"] == SUCCEEDED  # type: ignore[index]
 
 
-def test_a_publication_that_fails_records_no_verdict(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_a_publication_that_fails_records_no_verdict(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     job_id = make_job(store)
     store.claim_next(OWNER, 60)
 
@@ -195,8 +193,8 @@ def test_a_publication_that_fails_records_no_verdict(tmp_path: Path) -> None:
     assert "outcome" not in store.get(job_id).progress  # type: ignore[operator]
 
 
-def test_a_released_job_is_queued_again_and_that_run_is_not_counted(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_a_released_job_is_queued_again_and_that_run_is_not_counted(records_home: Path | Postgres) -> None:
+    store = JobStore(records_home)
     job_id = make_job(store)
     store.claim_next(OWNER, 60)
     store.release(job_id, "another worker")  # not its job: nothing changes

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prediction_service.storage.postgres import Postgres
 from prediction_service.storage.predictions import LoggedPrediction, PredictionLog
 
 
@@ -9,8 +10,8 @@ def logged(prediction_id: str, model_input: np.ndarray, answer: str = "Adelie") 
     return LoggedPrediction(prediction_id, "penguins", 3, answer, model_input, 1_700_000_000.5)
 
 
-def test_a_prediction_comes_back_as_it_was_logged(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "learning.sqlite3", max_rows=10)
+def test_a_prediction_comes_back_as_it_was_logged(records_home: Path | Postgres) -> None:
+    log = PredictionLog(records_home, max_rows=10)
     digit = np.arange(784, dtype=np.uint8).reshape(28, 28)
     log.append([logged("a", np.array([40.3, 195.0])), LoggedPrediction("b", "mnist", 2, "7", digit, 5.0)])
     penguin, image = log.get("a"), log.get("b")
@@ -30,8 +31,8 @@ def test_a_prediction_comes_back_as_it_was_logged(tmp_path: Path) -> None:
     assert log.get("unknown") is None
 
 
-def test_the_log_keeps_the_newest_max_rows(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "learning.sqlite3", max_rows=3)
+def test_the_log_keeps_the_newest_max_rows(records_home: Path | Postgres) -> None:
+    log = PredictionLog(records_home, max_rows=3)
     log.append([logged(f"p{n}", np.array([40.0 + n, 195.0])) for n in range(2)])
     log.append([logged(f"p{n}", np.array([40.0 + n, 195.0])) for n in range(2, 5)])
     assert log.count() == 3

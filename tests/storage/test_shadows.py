@@ -1,10 +1,11 @@
 from pathlib import Path
 
+from prediction_service.storage.postgres import Postgres
 from prediction_service.storage.shadows import ShadowAnswer, ShadowCounts, ShadowRecords
 
 
-def test_counts_from_several_processes_add_up(tmp_path: Path) -> None:
-    first, second = ShadowRecords(tmp_path / "learning.sqlite3", 100), ShadowRecords(tmp_path / "learning.sqlite3", 100)
+def test_counts_from_several_processes_add_up(records_home: Path | Postgres) -> None:
+    first, second = ShadowRecords(records_home, 100), ShadowRecords(records_home, 100)
     first.add({("mnist", 2): ShadowCounts(compared=3, agreed=2)}, [])
     second.add(
         {("mnist", 2): ShadowCounts(compared=4, agreed=4, dropped=1), ("penguins", 3): ShadowCounts(failed=2)},
@@ -15,8 +16,8 @@ def test_counts_from_several_processes_add_up(tmp_path: Path) -> None:
     assert first.counts("mnist", 9) == ShadowCounts()
 
 
-def test_a_label_scores_both_versions_and_a_second_label_replaces_the_first(tmp_path: Path) -> None:
-    records = ShadowRecords(tmp_path / "learning.sqlite3", 100)
+def test_a_label_scores_both_versions_and_a_second_label_replaces_the_first(records_home: Path | Postgres) -> None:
+    records = ShadowRecords(records_home, 100)
     records.add(
         {("mnist", 2): ShadowCounts(compared=2, agreed=1)},
         [ShadowAnswer("a", "mnist", 2, "7", "1"), ShadowAnswer("b", "mnist", 2, "3", "3")],
@@ -36,8 +37,8 @@ def test_a_label_scores_both_versions_and_a_second_label_replaces_the_first(tmp_
     assert records.counts("mnist", 2) == counts
 
 
-def test_only_the_newest_answers_are_kept(tmp_path: Path) -> None:
-    records = ShadowRecords(tmp_path / "learning.sqlite3", max_answers=2)
+def test_only_the_newest_answers_are_kept(records_home: Path | Postgres) -> None:
+    records = ShadowRecords(records_home, max_answers=2)
     for name in ("a", "b", "c"):
         records.add({("mnist", 2): ShadowCounts(compared=1)}, [ShadowAnswer(name, "mnist", 2, "1", "1")])
     assert not records.record_label("a", "1")  # dropped: the oldest
@@ -46,8 +47,8 @@ def test_only_the_newest_answers_are_kept(tmp_path: Path) -> None:
     assert records.counts("mnist", 2).compared == 3  # the figures keep counting
 
 
-def test_with_no_answers_kept_the_figures_still_count(tmp_path: Path) -> None:
-    records = ShadowRecords(tmp_path / "learning.sqlite3", max_answers=0)
+def test_with_no_answers_kept_the_figures_still_count(records_home: Path | Postgres) -> None:
+    records = ShadowRecords(records_home, max_answers=0)
     records.add({("mnist", 2): ShadowCounts(compared=1, agreed=1)}, [ShadowAnswer("a", "mnist", 2, "1", "1")])
     assert not records.record_label("a", "1")
     assert records.counts("mnist", 2) == ShadowCounts(compared=1, agreed=1)

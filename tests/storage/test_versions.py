@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from prediction_service.core.errors import NotFound
-from prediction_service.storage.versions import MANIFEST, POINTER, CorruptVersion, ModelStore
+from prediction_service.storage.layout import POINTER
+from prediction_service.storage.versions import MANIFEST, CorruptVersion, ModelStore
 
 
 def write_model(text: str):
