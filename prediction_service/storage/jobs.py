@@ -341,11 +341,14 @@ class JobStore:
         owner: str | None = None,
     ) -> None:
         """Make the job final (with `owner`: only if it still holds the job, so a lost run never ends a new one)."""
+        # PostgreSQL cannot type a bare `? IS NULL`: the owner's condition is there or not.
+        held = "" if owner is None else " AND lease_owner = ?"
         with self.database.transaction() as db:
             db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, lease_expires = NULL "
-                "WHERE id = ? AND (? IS NULL OR lease_owner = ?)",
-                (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id, owner, owner),
+                f"UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, lease_expires = NULL "  # noqa: S608
+                f"WHERE id = ?{held}",
+                (status, utc_now(), json.dumps(result) if result is not None else None, error, job_id)
+                + (() if owner is None else (owner,)),
             )
 
     def running(self) -> list[Job]:

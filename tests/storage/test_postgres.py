@@ -77,12 +77,12 @@ def test_a_later_migration_applies_on_a_database_that_has_the_earlier_ones(
     folder.mkdir()
     for _, path in migration_files():
         (folder / path.name).write_text(path.read_text())
-    (folder / "9999_add_a_column.sql").write_text("ALTER TABLE jobs ADD COLUMN lease_owner TEXT;")
+    (folder / "9999_add_a_column.sql").write_text("ALTER TABLE jobs ADD COLUMN a_later_column TEXT;")
     monkeypatch.setattr("prediction_service.storage.postgres.MIGRATIONS", folder)
     with psycopg.connect(postgres_url) as connection:
         assert migrate(connection) == ["9999_add_a_column"]
         assert migrate(connection) == []
-        connection.execute("SELECT lease_owner FROM jobs")
+        connection.execute("SELECT a_later_column FROM jobs")
 
 
 @pytest.fixture
