@@ -43,8 +43,11 @@ class Host:
         self.netns = netns  # None: a process on loopback (the fallback)
 
     def command(self, args: list[str]) -> list[str]:
-        """`args` run on this host."""
-        return ["ip", "netns", "exec", self.netns, *args] if self.netns else args
+        """`args` run on this host, under its own host name (a UTS namespace), as on another machine."""
+        if not self.netns:
+            return args
+        named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *args]
+        return ["ip", "netns", "exec", self.netns, *named]
 
     def start(self, args: list[str], port: int, env: dict[str, str], log: Path, name: str) -> Server:
         """A server on this host; `args` should listen on `self.address`:`port`."""

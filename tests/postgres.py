@@ -9,12 +9,16 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 from servers import free_port
 
 from prediction_service.storage.postgres import Postgres
+
+if TYPE_CHECKING:
+    from hosts import Host
 
 
 def postgres_binaries() -> Path | None:
@@ -28,9 +32,13 @@ def postgres_binaries() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self, binaries: Path) -> None:
+    """`address`: where it listens (and its URLs point); `host`: the test host it runs on (tests/hosts.py)."""
+
+    def __init__(self, binaries: Path, address: str = "127.0.0.1", host: "Host | None" = None) -> None:
         self.binaries = binaries
-        self.port = free_port()
+        self.address = address
+        self.host = host
+        self.port = host.free_port() if host else free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="pg-tests-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
@@ -42,17 +50,22 @@ class PostgresServer:
         command = [str(self.binaries / tool), *args]
         if self.as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
+        if self.host:
+            command = self.host.command(command)
         subprocess.run(command, check=True, capture_output=True, timeout=120)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.address}:{self.port}/{database}"
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        if self.address != "127.0.0.1":  # initdb trusts loopback only; let in the hosts of the server's own subnet
+            with (self.data / "pg_hba.conf").open("a") as rules:
+                rules.write("host all all samenet trust\n")
 
     def start(self) -> None:
-        # No fsync: a test server's data need not survive a power cut. No Unix socket: TCP on loopback only.
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off"
+        # No fsync: a test server's data need not survive a power cut. No Unix socket: TCP on `address` only.
+        options = f"-p {self.port} -c listen_addresses={self.address} -c unix_socket_directories='' -c fsync=off"
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
 
     def stop(self) -> None:
@@ -66,7 +79,7 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def started_server() -> PostgresServer:
+def started_server(address: str = "127.0.0.1", host: "Host | None" = None) -> PostgresServer:
     """A new server, started; the test is skipped where PostgreSQL is not installed, and fails under CI."""
     from conftest import running_in_ci
 
@@ -76,7 +89,7 @@ def started_server() -> PostgresServer:
         if running_in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    server = PostgresServer(binaries)
+    server = PostgresServer(binaries, address, host)
     server.init()
     server.start()
     return server

