@@ -22,8 +22,16 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Held (for one transaction) by the process that migrates: others that start at once wait, then find it done.
 MIGRATION_LOCK = 7_140_114_001
-# A dead server or host is noticed within ~10 s by a connection that waits (the LISTEN one, a long query).
-KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+# A dead server or host is noticed within ~10 s by a connection that waits (the LISTEN one, a long query); and
+# by the server too (`options`): a worker whose host vanished in the middle of a transaction (a job claim locks
+# the jobs table) has its session ended, and its locks released, within ~10 s instead of the system's ~2 h.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
+}
 
 
 def _json_value(value: str) -> str:
