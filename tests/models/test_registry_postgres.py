@@ -2,10 +2,11 @@
 told by NOTIFY (no periodic check runs here)."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from prediction_service.models.registry import Registry
 from prediction_service.storage.pointer_listener import PointerListener
@@ -28,15 +29,6 @@ class TextKind:
 
 def add_version(store: ModelStore, text: str, source: str = "test") -> StoredVersion:
     return store.add_version("toy", lambda folder: (folder / "model.txt").write_text(text), {"source": source})
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture

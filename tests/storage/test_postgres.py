@@ -2,26 +2,18 @@
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import wait_until
 
 from prediction_service.storage.jobs import JobStore
 from prediction_service.storage.pointer_listener import PointerListener
 from prediction_service.storage.pointers import PostgresPointers
 from prediction_service.storage.postgres import Postgres, migrate, migration_files
 from prediction_service.storage.versions import ModelStore
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def tables(url: str) -> set[str]:
