@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 PENGUIN = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
 DIGIT = (SAMPLES / "test_img0.png").read_bytes()
 ROWS = (SAMPLES / "penguin_rows.csv").read_bytes()
-RECOVER_WITHIN = 10.0  # seconds from a dependency's return until a write is accepted again
+RECOVER_WITHIN = 15.0  # seconds from a dependency's return until a write is accepted again
 
 
 def _require(available: bool, message: str) -> None:
