@@ -33,6 +33,9 @@ KEEPALIVES: dict[str, Any] = {
     "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
 }
 
+# How long the pool keeps retrying one lost connection before the next request starts a new attempt at once.
+RECONNECT_SECONDS = 5.0
+
 
 def _json_value(value: str) -> str:
     return "?::jsonb" if value == "?" else f"to_jsonb({value}::text)"
@@ -110,6 +113,9 @@ class Postgres:
             max_size=max_connections,
             open=False,
             timeout=3,  # seconds a caller waits for a connection: then 503 (the server is away, or all are busy)
+            # The pool retries a lost connection with a doubling delay (1, 2, 4, ... s): after a minute's outage it
+            # would come back a minute late. Given up after a few seconds instead, the next request starts anew.
+            reconnect_timeout=RECONNECT_SECONDS,
             check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
             kwargs={"autocommit": True, "row_factory": _rows, **KEEPALIVES},
             name="prediction-service",

@@ -283,9 +283,16 @@ class ModelStore:
         """Read where every pointer stands now (I/O), for the stamps."""
         self.pointers.check_stamps()
 
+    def _pointable(self, name: str, version: int) -> None:
+        """Refuse to point at a version this process could not load, or (with an object store) one the other
+        processes could not pull: a cached copy here is not enough while the store is away (StoreUnavailable)."""
+        self.read_version(name, version)
+        if self.objects is not None:
+            self._remote_manifest(name, version)
+
     def set_serving(self, name: str, version: int) -> ServingPointer:
         """Point the model at `version` (which must exist and verify); atomic. Ends its shadow if it was `version`."""
-        self.read_version(name, version)
+        self._pointable(name, version)
         pointer = self.pointers.set_serving(name, version)
         log.info("%s now serves version %d", name, version)
         return pointer
@@ -300,7 +307,7 @@ class ModelStore:
 
     def set_shadow(self, name: str, version: int) -> None:
         """Make `version` (which must exist and verify) the shadow; atomic."""
-        self.read_version(name, version)
+        self._pointable(name, version)
         self.pointers.set_shadow(name, version)
         log.info("%s version %d now answers in shadow", name, version)
 

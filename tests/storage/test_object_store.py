@@ -169,3 +169,17 @@ def test_an_unreachable_store_is_a_503_with_retry_after(tmp_path: Path, s3_url: 
     assert raised.value.headers["Retry-After"]
     assert "unreachable" in raised.value.detail
     assert [entry.name for entry in (tmp_path / "m").iterdir()] == []  # nothing half-written in the cache
+
+
+def test_no_pointer_moves_to_a_cached_version_while_the_store_is_away(tmp_path: Path, s3_url: str, monkeypatch) -> None:
+    """The other replicas could not pull it: the activation is refused whole (503), not half-done."""
+    from servers import free_port
+
+    replica(tmp_path, s3_url, "api").add_version("m", write_model("weights"), {})  # cached in "api" too
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # the store went away
+    cut_off = replica(tmp_path, s3_url, "api")
+    for point in (cut_off.set_serving, cut_off.set_shadow):
+        with pytest.raises(StoreUnavailable):
+            point("m", 1)
+    assert cut_off.serving("m") is None
+    assert cut_off.shadow("m") is None

@@ -121,3 +121,24 @@ def test_a_listener_whose_connection_drops_reconnects_and_reports_that_anything_
     store.add_version("m", lambda folder: (folder / "model.txt").write_text("v1"), {})
     store.set_serving("m", 1)
     assert wait_until(lambda: ("m", "serving") in moves, 2.0), moves
+
+
+def test_after_a_long_outage_the_pool_is_back_within_seconds_of_the_server(own_postgres_server) -> None:
+    """The pool's retries back off (1, 2, 4, 8, 16 s ...); they must not leave the service refusing writes for
+    many seconds after the database is back."""
+    database = Postgres(own_postgres_server.url())
+    try:
+        assert database.reachable()
+        own_postgres_server.stop()
+        down_until = time.monotonic() + 18  # long enough for the pool's delay to have grown past 8 s
+        while time.monotonic() < down_until:  # requests keep coming meanwhile, as the periodic check's do
+            assert not database.reachable()
+            time.sleep(0.5)
+        own_postgres_server.start()
+        back = time.monotonic()
+        assert wait_until(database.reachable, 30)
+        recovered = time.monotonic() - back
+        print(f"reachable again {recovered:.1f} s after the server")
+        assert recovered < 8, recovered
+    finally:
+        database.close()
