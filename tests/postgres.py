@@ -81,14 +81,11 @@ class PostgresServer:
 
 def started_server(address: str = "127.0.0.1", host: "Host | None" = None) -> PostgresServer:
     """A new server, started; the test is skipped where PostgreSQL is not installed, and fails under CI."""
-    from conftest import running_in_ci
+    from conftest import require_tool
 
     binaries = postgres_binaries()
-    if binaries is None:
-        message = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
-        if running_in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tool(binaries is not None, "PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    assert binaries is not None
     server = PostgresServer(binaries, address, host)
     server.init()
     server.start()

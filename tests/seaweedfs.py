@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from servers import free_port
@@ -60,18 +60,27 @@ class SeaweedFS:
         """The tests' bucket, made at the first use."""
         return self.create_bucket()
 
-    def create_bucket(self) -> str:
-        """A new bucket (retried once: the first request after a start may meet a filer not quite ready)."""
+    def client(self) -> Any:
+        """A boto3 S3 client of this server."""
         import boto3
 
-        name = f"test-{uuid.uuid4().hex[:16]}"
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             region_name=REGION,
         )
+
+    def keys(self, bucket: str, prefix: str, under: str) -> list[str]:
+        """The keys under `prefix/under` in `bucket`, without `prefix/`, sorted."""
+        listed = self.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{under}")
+        return sorted(item["Key"].removeprefix(f"{prefix}/") for item in listed.get("Contents", []))
+
+    def create_bucket(self) -> str:
+        """A new bucket (retried once: the first request after a start may meet a filer not quite ready)."""
+        name = f"test-{uuid.uuid4().hex[:16]}"
+        client = self.client()
         try:
             client.create_bucket(Bucket=name)
         except Exception:  # noqa: BLE001 - once, then the real error

